@@ -1,0 +1,128 @@
+"""`kong-credits`: the command line. Each command parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import redis
+
+from . import __version__, wallets
+from .errors import InvalidInput
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL_ENV = "KONG_CREDITS_REDIS_URL"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_redis_url() -> str:
+    """--redis-url, else $KONG_CREDITS_REDIS_URL, else the local default."""
+    return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+
+
+def redis_url_option(command: F) -> F:
+    return click.option(
+        "--redis-url", envvar=REDIS_URL_ENV, default=DEFAULT_REDIS_URL, show_default=True,
+        help=f"Redis holding the wallets (env {REDIS_URL_ENV}).",
+    )(command)
+
+
+def _client(redis_url: str) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--redis-url") from exc
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Translate library errors into click's: bad input exits 2, Redis trouble exits 1."""
+    try:
+        return action()
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from exc
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise click.ClickException(f"Redis unavailable: {exc}") from exc
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=None, separators=(",", ":")))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kong-credits")
+def main() -> None:
+    """Prepaid credits, rate limits and metering for Kong."""
+
+
+@main.command()
+@click.argument("wallet")
+@click.argument("amount")
+@click.option("--grant-id", help="Idempotency key: a repeated id changes nothing.")
+@click.option("--priority", type=click.IntRange(0, wallets.MAX_PRIORITY),
+              default=wallets.DEFAULT_PRIORITY, show_default=True,
+              help="Lower burns first.")
+@click.option("--expires-at", help="ISO 8601 with timezone, e.g. 2027-01-01T00:00:00Z.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@redis_url_option
+def grant(wallet: str, amount: str, grant_id: str | None, priority: int,
+          expires_at: str | None, as_json: bool, redis_url: str) -> None:
+    """Add AMOUNT credits (a positive integer) to WALLET."""
+    client = _client(redis_url)
+    created, gid, balance = _run(lambda: wallets.grant(
+        client, wallet, amount, grant_id=grant_id, priority=priority, expires_at=expires_at))
+    if as_json:
+        _echo_json({"wallet": wallet, "grant_id": gid, "created": created, "balance": balance})
+    elif created:
+        click.echo(f"granted {amount} credits to {wallet} (grant {gid}); balance {balance}")
+    else:
+        click.echo(f"grant {gid} already exists: nothing changed; balance {balance}")
+
+
+@main.command()
+@click.argument("wallet")
+@click.option("--json", "as_json", is_flag=True, help="Print the wallet as JSON.")
+@redis_url_option
+def balance(wallet: str, as_json: bool, redis_url: str) -> None:
+    """Show WALLET's balance and grants (an unknown wallet has balance 0)."""
+    view = _run(lambda: wallets.balance(_client(redis_url), wallet))
+    if as_json:
+        _echo_json(view.to_json())
+        return
+    click.echo(f"{view.wallet}: {view.balance} credits")
+    if view.overdraft:
+        click.echo(f"  overdraft (unpaid settles): {view.overdraft}")
+    for g in view.grants:
+        expiry = f", expires {g.expires_at}" if g.expires_at else ""
+        click.echo(f"  {g.id}: {g.remaining}/{g.amount} left, priority {g.priority}{expiry}"
+                   f" [{g.status}]")
+
+
+@main.command()
+@click.argument("wallet")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as a JSON list.")
+@redis_url_option
+def ledger(wallet: str, limit: int, as_json: bool, redis_url: str) -> None:
+    """Show WALLET's recent grants, charges, refunds and expiries, newest first."""
+    entries = _run(lambda: wallets.ledger(_client(redis_url), wallet, limit))
+    if as_json:
+        _echo_json(entries)
+        return
+    for e in entries:
+        click.echo(f"{e['at']}  {e['type']:<7} {e['amount']:>+12}  balance {e['balance']:>12}"
+                   f"  {e['ref']}")
+
+
+@main.command()
+@click.option("--redis-url", envvar=REDIS_URL_ENV, default=None,
+              help="Use this Redis instead of starting an embedded one.")
+def demo(redis_url: str | None) -> None:
+    """Show the credits engine at work on an embedded Redis, then stop it."""
+    from .demo import redis_for_demo, run_demo
+
+    with redis_for_demo(redis_url) as url:
+        run_demo(url)

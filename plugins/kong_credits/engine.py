@@ -1,0 +1,225 @@
+"""The hot path: authorize and settle requests, one Redis script call each.
+
+`authorize_call`/`settle_call` pack a request into a script's KEYS and ARGV; `Decision` and
+`Settlement` decode the replies. `Engine` runs them on a blocking redis-py client (CLI, tests,
+tools); the plugin runs the same calls on its asyncio client (`AsyncEngine`). No PDK, no HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from . import scripts
+from .errors import RedisUnavailable
+from .keys import WalletKeys
+from .money import parse_cost
+
+__all__ = [
+    "DEFAULT_ANSWER_TTL_MS",
+    "DEFAULT_HOLD_MS",
+    "PERIOD_SECONDS",
+    "AsyncEngine",
+    "AuthorizeRequest",
+    "Decision",
+    "Engine",
+    "RateLimit",
+    "Settlement",
+    "authorize_call",
+    "settle_call",
+]
+
+PERIOD_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+DEFAULT_ANSWER_TTL_MS = 120_000
+"""How long an admitted request's answer is kept, so a retry with its id charges nothing."""
+DEFAULT_HOLD_MS = 900_000
+"""How long credits held for a later settle wait for it (then the hold lapses, uncharged)."""
+
+AUTHORIZE = scripts.load("authorize")
+SETTLE = scripts.load("settle")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `limit` admitted requests in any span of `period_s` seconds."""
+
+    period_s: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeRequest:
+    """One request to price: who pays (wallet), who calls (consumer), what it costs."""
+
+    request_id: str
+    wallet: str
+    consumer: str
+    cost: int
+    route: str = ""
+    service: str = ""
+    method: str = ""
+    path: str = ""
+    limits: Sequence[RateLimit] = field(default=())
+    hold: bool = False
+    """Reserve `cost` as an estimate and emit the event at settle, not now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer of authorize. Refusals are values: status 402 or 429."""
+
+    status: int
+    cost: int
+    balance: int
+    limit: int | None
+    remaining: int | None
+    reset_ms: int
+    retry_after_ms: int
+    replayed: bool
+
+    @property
+    def admitted(self) -> bool:
+        return self.status == 200
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[int]) -> Decision:
+        status, cost, balance, limit, remaining, reset_ms, retry_after_ms, replayed = reply
+        has_limit = limit >= 0
+        return cls(
+            status=int(status), cost=int(cost), balance=int(balance),
+            limit=int(limit) if has_limit else None,
+            remaining=int(remaining) if has_limit else None,
+            reset_ms=int(reset_ms), retry_after_ms=int(retry_after_ms), replayed=bool(replayed),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The answer of settle: status 200, or 404 when no hold exists for the request."""
+
+    status: int
+    cost: int
+    balance: int
+    unpaid: int
+    replayed: bool
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[int]) -> Settlement:
+        status, cost, balance, unpaid, replayed = reply
+        return cls(int(status), int(cost), int(balance), int(unpaid), bool(replayed))
+
+
+def authorize_call(
+    request: AuthorizeRequest,
+    *,
+    now_ms: int = 0,
+    answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
+    hold_ms: int = DEFAULT_HOLD_MS,
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of authorize.lua for `request` (now_ms 0: Redis's clock decides)."""
+    wallet = WalletKeys(request.wallet)
+    keys = [
+        wallet.state, wallet.remaining, wallet.burn_order, wallet.expiries, wallet.ledger,
+        wallet.events, wallet.request(request.request_id),
+        wallet.reservation(request.request_id),
+    ]
+    args: list[str | int] = [
+        request.request_id, request.cost, now_ms, answer_ttl_ms,
+        hold_ms if request.hold else 0,
+        request.wallet, request.consumer, request.route, request.service,
+        request.method, request.path, len(request.limits),
+    ]
+    for rate_limit in request.limits:
+        keys.append(wallet.rate_limit(request.consumer, rate_limit.period_s))
+        args += (rate_limit.period_s * 1000, rate_limit.limit)
+    return keys, args
+
+
+def settle_call(
+    request_id: str,
+    wallet: str,
+    cost: int,
+    *,
+    status: int | None = None,
+    now_ms: int = 0,
+    answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of settle.lua: charge `cost` for a request authorized with hold=True."""
+    keys_of = WalletKeys(wallet)
+    keys = [
+        keys_of.state, keys_of.remaining, keys_of.burn_order, keys_of.expiries, keys_of.ledger,
+        keys_of.events, keys_of.reservation(request_id),
+    ]
+    args: list[str | int] = [
+        request_id, parse_cost(cost), now_ms, answer_ttl_ms, "" if status is None else status,
+    ]
+    return keys, args
+
+
+def run_script(
+    client: redis.Redis, script: scripts.LuaScript, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """EVALSHA on a blocking client; load the script and retry once on NOSCRIPT.
+
+    Connection errors and timeouts surface as `RedisUnavailable`.
+    """
+    try:
+        try:
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(script.source)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(str(exc)) from exc
+
+
+class Engine:
+    """authorize/settle on a blocking redis-py client."""
+
+    def __init__(self, client: redis.Redis, *, answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
+                 hold_ms: int = DEFAULT_HOLD_MS) -> None:
+        self.client = client
+        self.answer_ttl_ms = answer_ttl_ms
+        self.hold_ms = hold_ms
+
+    def authorize(self, request: AuthorizeRequest, *, now_ms: int = 0) -> Decision:
+        keys, args = authorize_call(request, now_ms=now_ms, answer_ttl_ms=self.answer_ttl_ms,
+                                    hold_ms=self.hold_ms)
+        return Decision.from_reply(run_script(self.client, AUTHORIZE, keys, args))
+
+    def settle(self, request_id: str, wallet: str, cost: int, *, status: int | None = None,
+               now_ms: int = 0) -> Settlement:
+        keys, args = settle_call(request_id, wallet, cost, status=status, now_ms=now_ms,
+                                 answer_ttl_ms=self.answer_ttl_ms)
+        return Settlement.from_reply(run_script(self.client, SETTLE, keys, args))
+
+
+ScriptRunner = Callable[[scripts.LuaScript, Sequence[str], Sequence[Any]], Awaitable[Any]]
+
+
+class AsyncEngine:
+    """authorize/settle for asyncio callers, on any async `run(script, keys, args)`.
+
+    The plugin passes its pipelined Redis client's evalsha; the runner raises
+    `RedisUnavailable` when Redis is down or late.
+    """
+
+    def __init__(self, run: ScriptRunner, *, answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
+                 hold_ms: int = DEFAULT_HOLD_MS) -> None:
+        self._run = run
+        self.answer_ttl_ms = answer_ttl_ms
+        self.hold_ms = hold_ms
+
+    async def authorize(self, request: AuthorizeRequest) -> Decision:
+        keys, args = authorize_call(request, answer_ttl_ms=self.answer_ttl_ms,
+                                    hold_ms=self.hold_ms)
+        return Decision.from_reply(await self._run(AUTHORIZE, keys, args))
+
+    async def settle(self, request_id: str, wallet: str, cost: int, *,
+                     status: int | None = None) -> Settlement:
+        keys, args = settle_call(request_id, wallet, cost, status=status,
+                                 answer_ttl_ms=self.answer_ttl_ms)
+        return Settlement.from_reply(await self._run(SETTLE, keys, args))

@@ -1,0 +1,24 @@
+"""Exceptions of kong-credits.
+
+    CreditsError                  base of everything raised on purpose
+    +-- InvalidInput              a value a user gave is unusable (bad amount, wallet, date)
+    +-- RedisUnavailable          Redis could not be reached or answered too late
+
+Refusals (402, 429) are not exceptions: they are `Decision` values.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CreditsError", "InvalidInput", "RedisUnavailable"]
+
+
+class CreditsError(Exception):
+    """Base class of kong-credits errors."""
+
+
+class InvalidInput(CreditsError, ValueError):
+    """A user-supplied value is invalid; the message says which and why."""
+
+
+class RedisUnavailable(CreditsError):
+    """Redis did not answer (down, timed out, or refused the connection)."""

@@ -1,0 +1,99 @@
+"""Every Redis key kong-credits uses: the only module that builds key strings.
+
+Redis Cluster runs a script only when all its keys live in one hash slot. Wallets are therefore
+spread over `SHARDS` hash tags: every key of a wallet, the rate-limit state of the consumers
+drawing on it and the event stream that receives its charges carry the wallet's shard tag.
+The forwarder reads one event stream per shard. Changing `SHARDS` moves every wallet: it is
+part of the data layout, not a tuning knob.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+__all__ = ["PREFIX", "SHARDS", "WalletKeys", "event_stream", "event_streams", "shard_of"]
+
+PREFIX = "kc"
+SHARDS = 16
+
+
+def shard_of(wallet: str) -> int:
+    """The shard a wallet lives in: CRC32 of its UTF-8 name, modulo `SHARDS`."""
+    return zlib.crc32(wallet.encode()) % SHARDS
+
+
+def _tag(shard: int) -> str:
+    return f"{PREFIX}:{{s{shard}}}"
+
+
+def event_stream(shard: int) -> str:
+    """The rated-event stream of one shard."""
+    return f"{_tag(shard)}:events"
+
+
+def event_streams() -> list[str]:
+    """All event streams, in shard order (what the forwarder reads)."""
+    return [event_stream(shard) for shard in range(SHARDS)]
+
+
+@dataclass(frozen=True, slots=True)
+class WalletKeys:
+    """The keys of one wallet; all of them hash to the wallet's shard slot."""
+
+    wallet: str
+
+    @property
+    def shard(self) -> int:
+        return shard_of(self.wallet)
+
+    @property
+    def _base(self) -> str:
+        return f"{_tag(self.shard)}:w:{self.wallet}"
+
+    @property
+    def state(self) -> str:
+        """HASH: balance (live remaining), overdraft, grant sequence, refusal counters."""
+        return f"{self._base}:state"
+
+    @property
+    def grants(self) -> str:
+        """HASH grant id -> JSON of the grant as written (amount, priority, expiry, ...)."""
+        return f"{self._base}:grants"
+
+    @property
+    def remaining(self) -> str:
+        """HASH grant id -> credits left in that grant."""
+        return f"{self._base}:remaining"
+
+    @property
+    def burn_order(self) -> str:
+        """ZSET of live grants with credits left, all score 0, ordered by their member text."""
+        return f"{self._base}:burn"
+
+    @property
+    def expiries(self) -> str:
+        """ZSET of live expiring grants (same members as burn_order), scored by expiry ms."""
+        return f"{self._base}:expiry"
+
+    @property
+    def ledger(self) -> str:
+        """STREAM of the wallet's recent grants, charges, refunds and expiries (capped)."""
+        return f"{self._base}:ledger"
+
+    @property
+    def events(self) -> str:
+        """STREAM of billable events of the wallet's shard (shared with other wallets)."""
+        return event_stream(self.shard)
+
+    def request(self, request_id: str) -> str:
+        """STRING: the stored answer of an admitted request, for idempotent retries."""
+        return f"{_tag(self.shard)}:req:{request_id}"
+
+    def reservation(self, request_id: str) -> str:
+        """HASH: credits held for a request whose price is known after the response."""
+        return f"{_tag(self.shard)}:hold:{request_id}"
+
+    def rate_limit(self, consumer: str, period_s: int) -> str:
+        """HASH bucket index -> admitted requests: one sliding window of one consumer."""
+        return f"{_tag(self.shard)}:rl:{consumer}:{period_s}"
