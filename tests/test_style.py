@@ -17,6 +17,7 @@ def test_ruff_clean() -> None:
     ruff = str(beside_python) if beside_python.exists() else shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install '.[test]')")
-    done = subprocess.run([ruff, "check", "plugins", "tests", "load"], cwd=ROOT,
+    paths = [name for name in ("plugins", "tests", "load") if (ROOT / name).exists()]
+    done = subprocess.run([ruff, "check", *paths], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
