@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from kong_credits import wallets
 from kong_credits.cli import main
 
 
@@ -99,7 +101,10 @@ def test_console_script_is_installed(redis_url, r):
     assert json.loads(done.stdout)["balance"] == 7
 
 
-def test_demo_shows_all_three_outcomes(redis_url, r):
+def test_demo_shows_every_outcome(redis_url, r, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     result = CliRunner().invoke(main, ["demo", "--redis-url", redis_url])
     assert result.exit_code == 0, result.output
-    assert "25 admitted (200), 5 rate limited (429), 10 out of credits (402)" in result.output
+    assert "15 requests: 8 x 200, 1 x 401, 3 x 402, 3 x 429" in result.output
+    assert "8 billable events" in result.output
+    assert wallets.balance(r, "team-blue").balance == 18  # 30 - 12 settled from the header

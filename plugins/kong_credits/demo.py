@@ -1,49 +1,175 @@
-"""`kong-credits demo`: the credits engine end to end on an embedded Redis, with a summary."""
+"""`kong-credits demo`: the whole product on one machine, with a readable summary.
+
+Starts (unless given) an embedded Redis, then the sample upstream, the real plugin server and
+the Kong-protocol host with kong/kong.yml, funds two wallets, sends traffic that shows 200s,
+429s, 402s and a 401 over real HTTP, prints what happened, and stops everything it started.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
+import httpx
 import redis
+import yaml
 
 from . import wallets
-from .engine import AuthorizeRequest, Engine, RateLimit
-from .keys import WalletKeys
+from .keys import event_streams
 from .redis_server import EmbeddedRedis
+from .schema import REDIS_URL_ENV
+
+__all__ = ["DemoOptions", "point_services_at", "redis_for_demo", "run_demo"]
 
 
-@contextmanager
+@dataclass(frozen=True)
+class DemoOptions:
+    kong_yml: Path
+    listen: str = "127.0.0.1:0"
+    keep_running: bool = False
+
+
+@contextlib.contextmanager
 def redis_for_demo(redis_url: str | None) -> Iterator[str]:
     """The given Redis, or an embedded one that is stopped afterwards."""
     if redis_url:
         yield redis_url
         return
     with EmbeddedRedis() as server:
-        click.echo(f"started embedded Redis ({server.binary}) at {server.url}")
+        click.echo(f"started Redis ({Path(server.binary).name}) on {server.url}")
         yield server.url
 
 
-def run_demo(redis_url: str, *, wallet: str = "demo-wallet", requests: int = 40) -> Counter:
-    """Grant 50 credits, send `requests` priced at 2 with a 25/minute limit; count outcomes."""
+def point_services_at(declarative: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Send every service to `base_url`'s scheme, host and port, keeping each service's path."""
+    base = urlsplit(base_url)
+    services = []
+    for service in declarative.get("services") or []:
+        if "url" in service:
+            path = urlsplit(service["url"]).path
+            service = {**service, "url": urlunsplit((base.scheme, base.netloc, path, "", ""))}
+        services.append(service)
+    return {**declarative, "services": services}
+
+
+TRAFFIC = [
+    # (who, api key, path, times): enough to hit each outcome
+    ("alice", "alice-key", "/search?q=kong", 8),       # 5/s limit -> 200s, then 429s
+    ("bob", "bob-key", "/generate?X-Units-Used=12", 2),  # held 20, settled 12; then 402
+    ("carol", "carol-key", "/status", 2),              # free, metered
+    ("dave", "dave-key", "/search?q=broke", 2),        # no credits -> 402
+    ("anonymous", "", "/search", 1),                   # no key -> 401 (key-auth)
+]
+
+
+async def _send_traffic(base_url: str) -> list[tuple[str, str, int, dict[str, str]]]:
+    results = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        for who, key, path, times in TRAFFIC:
+            for _ in range(times):
+                headers = {"apikey": key} if key else {}
+                response = await client.get(path, headers=headers)
+                shown = {k: v for k, v in response.headers.items()
+                         if k.lower().startswith(("x-credits", "ratelimit", "retry-after"))}
+                results.append((who, path, response.status_code, shown))
+    return results
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the plugin server processes, restore it afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+@contextlib.asynccontextmanager
+async def _stack(redis_url: str, options: DemoOptions) -> AsyncIterator[str]:
+    """Upstream, plugin server and host with its HTTP listener; yields the listener URL."""
+    from .host import Host, credits_server
+    from .host.proxy import ProxyServer
+    from .host.upstream import SampleUpstream
+
+    upstream = SampleUpstream()
+    await upstream.start()
+    declarative = point_services_at(yaml.safe_load(options.kong_yml.read_text()), upstream.url)
+    address, _, port = options.listen.rpartition(":")
+    with tempfile.TemporaryDirectory(prefix="kc-demo-") as prefix, \
+            _environment(REDIS_URL_ENV, redis_url):
+        # The plugin schema's redis_url default comes from this variable, as in docker compose.
+        host = Host(declarative, [credits_server(prefix)])
+        proxy = ProxyServer(host, address, int(port))
+        try:
+            await host.start()
+            await proxy.start()
+            yield proxy.url
+        finally:
+            await proxy.stop()
+            await host.stop()
+            await upstream.stop()
+
+
+def _fund(client: redis.Redis, run_id: str) -> None:
+    wallets.grant(client, "acme", 40, grant_id=f"demo-acme-{run_id}")
+    wallets.grant(client, "team-blue", 30, grant_id=f"demo-team-{run_id}")
+
+
+def _summarise(results: list[tuple[str, str, int, dict[str, str]]], client: redis.Redis,
+               events_before: int) -> None:
+    click.echo("")
+    for who, path, status, headers in results:
+        extra = "  ".join(f"{k}: {v}" for k, v in sorted(headers.items()))
+        click.echo(f"  {who:<9} GET {path:<28} -> {status}  {extra}")
+    outcomes = Counter(status for _, _, status, _ in results)
+    click.echo("")
+    click.echo(f"{len(results)} requests: " + ", ".join(
+        f"{n} x {status}" for status, n in sorted(outcomes.items())))
+    for wallet in ("acme", "team-blue", "dave"):
+        view = wallets.balance(client, wallet)
+        click.echo(f"  wallet {wallet:<10} balance {view.balance:>3}  refused: "
+                   f"{view.refused_credits} for credits, {view.refused_rate_limit} by rate limit")
+    events = sum(client.xlen(stream) for stream in event_streams()) - events_before
+    click.echo(f"  {events} billable events appended to the event streams")
+
+
+async def _run(redis_url: str, options: DemoOptions) -> Counter:
     client = redis.Redis.from_url(redis_url)
-    engine = Engine(client)
-    wallets.grant(client, wallet, 50, grant_id=f"demo-{uuid.uuid4().hex[:8]}")
-    outcomes: Counter = Counter()
-    for i in range(requests):
-        consumer = "alice" if i < requests // 2 else "bob"
-        decision = engine.authorize(AuthorizeRequest(
-            uuid.uuid4().hex, wallet, consumer, cost=2, route="demo-route", method="GET",
-            path=f"/v1/items/{i}", limits=(RateLimit(60, 15),)))
-        outcomes[decision.status] += 1
-    view = wallets.balance(client, wallet)
-    events = [f for _, f in client.xrange(WalletKeys(wallet).events)
-              if f[b"wallet"] == wallet.encode()]
-    click.echo(f"{requests} requests: {outcomes[200]} admitted (200), "
-               f"{outcomes[429]} rate limited (429), {outcomes[402]} out of credits (402)")
-    click.echo(f"balance of {wallet}: {view.balance} credits; {len(events)} events recorded")
+    events_before = sum(client.xlen(stream) for stream in event_streams())
+    _fund(client, uuid.uuid4().hex[:8])
+    async with _stack(redis_url, options) as base_url:
+        click.echo(f"host with kong/kong.yml on {base_url}; sending traffic")
+        results = await _send_traffic(base_url)
+        await asyncio.sleep(0.2)  # let the log phases settle the metered requests
+        _summarise(results, client, events_before)
+        if options.keep_running:
+            click.echo(f"\nStill running. Try:\n  curl -i -H 'apikey: alice-key' "
+                       f"{base_url}/search\n  kong-credits balance acme --redis-url {redis_url}"
+                       "\nCtrl-C stops everything.")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
     client.close()
-    return outcomes
+    return Counter(status for _, _, status, _ in results)
+
+
+def run_demo(redis_url: str, options: DemoOptions) -> Counter:
+    """Run the demo against `redis_url`; returns how many responses had each status."""
+    try:
+        return asyncio.run(_run(redis_url, options))
+    except KeyboardInterrupt:
+        return Counter()

@@ -1,0 +1,219 @@
+"""Events per second through a plugin server: ours (asyncio) against stock kong-pdk.
+
+Each of --connections connections plays one Kong worker connection in a loop:
+HandleEvent(access) -> the plugin's one PDK call -> Step -> "ret". That is two RPC round
+trips per event, the cheapest event a real plugin makes. Both servers get the same no-op
+plugin (async for ours, sync kong-pdk style for stock) and the same client.
+
+    /work/venv/bin/python load/bench_pluginserver.py --seconds 5 --connections 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import uvloop
+
+ASYNC_PLUGIN = """
+version = "1.0.0"
+Schema = []
+
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    async def access(self, kong):
+        await kong.request.get_header("x-consumer")
+"""
+
+SYNC_PLUGIN = """
+version = "1.0.0"
+Schema = []
+
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        kong.request.get_header("x-consumer")
+"""
+
+
+class Connection:
+    """Kong's side of one connection, with msgids from a shared counter."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ids) -> None:
+        self.reader, self.writer, self.ids = reader, writer, ids
+        self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+
+    async def call(self, method: str, arg):
+        msgid = next(self.ids)
+        self.writer.write(msgpack.packb([0, msgid, method, [arg]], use_bin_type=True))
+        while True:
+            for _, got, error, result in self.unpacker:
+                if got != msgid or error is not None:
+                    raise RuntimeError(f"bad answer to {method}: {got} {error!r}")
+                return result
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self.unpacker.feed(data)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(path: str, pid: int, connections: int, warmup_s: float, seconds: float) -> dict:
+    ids = iter(range(1, 1 << 62))
+    conns = []
+    for _ in range(connections):
+        reader, writer = await asyncio.open_unix_connection(path)
+        conns.append(Connection(reader, writer, ids))
+    started = await conns[0].call("plugin.StartInstance", {"Name": "noop", "Config": "{}"})
+    instance_id = started["Id"]
+    measuring = False
+    stop = False
+    latencies: list[float] = []
+
+    async def worker(conn: Connection) -> None:
+        event = {"InstanceId": instance_id, "EventName": "access"}
+        while not stop:
+            t0 = time.perf_counter()
+            answer = await conn.call("plugin.HandleEvent", event)
+            assert answer["Data"]["Method"] == "kong.request.get_header", answer
+            answer = await conn.call("plugin.Step", {"EventId": answer["EventId"], "Data": "c"})
+            assert answer["Data"] == "ret", answer
+            if measuring:
+                latencies.append(time.perf_counter() - t0)
+
+    tasks = [asyncio.create_task(worker(c)) for c in conns]
+    await asyncio.sleep(warmup_s)
+    measuring = True
+    t0, cpu0 = time.perf_counter(), cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    measuring = False
+    elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    stop = True
+    await asyncio.gather(*tasks)
+    for conn in conns:
+        conn.writer.close()
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "events": n,
+        "events_per_s": round(n / elapsed),
+        "rpc_per_s": round(2 * n / elapsed),
+        "p50_ms": round(latencies[n // 2] * 1000, 3),
+        "p99_ms": round(latencies[int(n * 0.99)] * 1000, 3),
+        "server_cpu_us_per_event": round(cpu / n * 1e6, 1),
+        "server_cpu_share": round(cpu / elapsed, 2),
+    }
+
+
+def wait_for_socket(path: str, proc: subprocess.Popen, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(path)
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                time.sleep(0.05)
+    raise RuntimeError(f"no socket at {path}")
+
+
+def bench(name: str, cmd: list[str], path: str, args: argparse.Namespace) -> dict:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_socket(path, proc)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            result = runner.run(drive(path, proc.pid, args.connections, args.warmup, args.seconds))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"server": name, **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--stock-mode",
+        choices=["gevent", "threads", "none"],
+        default="gevent",
+        help="kong-python-pluginserver mode to compare with (none: skip it)",
+    )
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="bench", dir="/tmp")
+    try:
+        ours_dir, stock_dir = Path(tmp, "ours"), Path(tmp, "stock")
+        ours_dir.mkdir()
+        stock_dir.mkdir()
+        (ours_dir / "noop.py").write_text(ASYNC_PLUGIN)
+        (stock_dir / "noop.py").write_text(SYNC_PLUGIN)
+        runs = [
+            (
+                "kong-credits pluginserver (asyncio+uvloop)",
+                [
+                    sys.executable,
+                    "-m",
+                    "kong_credits.pluginserver",
+                    "-p",
+                    tmp,
+                    "--socket-name",
+                    "ours.socket",
+                    "-d",
+                    str(ours_dir),
+                ],
+                os.path.join(tmp, "ours.socket"),
+            )
+        ]
+        if args.stock_mode != "none":
+            stock = shutil.which("kong-python-pluginserver") or str(
+                Path(sys.executable).with_name("kong-python-pluginserver")
+            )
+            flags = ["-g"] if args.stock_mode == "gevent" else []
+            runs.append(
+                (
+                    f"kong-pdk 0.36 kong-python-pluginserver {' '.join(flags) or '(threads)'}",
+                    [stock, *flags, "-d", str(stock_dir), "-p", tmp, "--socket-name", "stock.sock"],
+                    os.path.join(tmp, "stock.sock"),
+                )
+            )
+        print(
+            f"{args.connections} connections, {args.seconds}s after {args.warmup}s warmup, "
+            f"{os.cpu_count()} CPUs; one event = HandleEvent + 1 Step",
+            flush=True,
+        )
+        for name, cmd, path in runs:
+            print(json.dumps(bench(name, cmd, path, args)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

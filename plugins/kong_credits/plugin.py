@@ -1,0 +1,172 @@
+"""The `credits` Kong plugin: the only module that talks to the Kong PDK.
+
+access, per request: who pays (1 PDK call), what is requested (1), one authorize script call
+in Redis, then either the credit headers (1) or a refusal (kong.response.exit). That is 3 PDK
+calls and 1 Redis round trip; the log phase does nothing unless the price comes from an
+upstream header (`cost_header`), in which case it settles the held estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from typing import Any
+
+from . import __version__
+from .engine import AuthorizeRequest, Decision
+from .errors import RedisUnavailable
+from .money import MAX_AMOUNT
+from .redis_pool import ENGINES
+from .schema import parse_config, plugin_schema
+
+__all__ = ["Plugin", "Schema", "priority", "version"]
+
+Schema = plugin_schema()
+version = __version__
+priority = 900  # after authentication (key-auth 1250), before Kong's rate-limiting (910)
+
+WALLET_TAG = "credits-wallet:"
+HOLD_CTX_KEY = "kong_credits_hold"
+NO_CONSUMER = "No authenticated consumer: the credits plugin needs an authentication plugin"
+NO_CREDITS = "Insufficient credits"
+RATE_LIMITED = "API rate limit exceeded"
+UNAVAILABLE = "Credits service unavailable"
+
+logger = logging.getLogger("kong_credits.plugin")
+
+
+def wallet_of(consumer: dict[str, Any]) -> str:
+    """Tag `credits-wallet:<name>` (a shared team wallet), else custom_id, username, id."""
+    for tag in consumer.get("tags") or ():
+        if isinstance(tag, str) and tag.startswith(WALLET_TAG) and len(tag) > len(WALLET_TAG):
+            return tag[len(WALLET_TAG):]
+    return str(consumer.get("custom_id") or consumer.get("username") or consumer["id"])
+
+
+def split_request_line(line: Any) -> tuple[str, str]:
+    """("GET", "/v1/x") from nginx's $request "GET /v1/x?q=1 HTTP/1.1"; ("", "") if odd."""
+    if not isinstance(line, str):
+        return "", ""
+    method, _, rest = line.partition(" ")
+    target = rest.rsplit(" ", 1)[0] if " " in rest else rest
+    return method, target.split("?", 1)[0]
+
+
+def _seconds(ms: int) -> str:
+    return str(max(1, math.ceil(ms / 1000)))
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """The RateLimit-* headers Kong's rate-limiting plugin sends, for the tightest limit."""
+    if decision.limit is None:
+        return {}
+    return {"RateLimit-Limit": str(decision.limit),
+            "RateLimit-Remaining": str(decision.remaining),
+            "RateLimit-Reset": _seconds(decision.reset_ms)}
+
+
+class _Throttled:
+    """Log an outage once per interval with a count, not once per request."""
+
+    def __init__(self, interval_s: float = 5.0) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def error(self, message: str) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        extra = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        logger.error("%s%s", message, extra)
+        self._next, self._suppressed = now + self.interval_s, 0
+
+
+class Plugin:
+    """One instance per plugin config (route) and Kong worker; config parsed once here."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = parse_config(config)
+        self.engine = ENGINES.get(self.config.redis_url, self.config.redis_timeout_ms)
+        self._outage = _Throttled()
+
+    async def access(self, kong: Any) -> None:
+        consumer = await kong.client.get_consumer()
+        if not consumer:
+            return await kong.response.exit(401, {"message": NO_CONSUMER})
+        method, path = split_request_line(await kong.nginx.get_var("request"))
+        config = self.config
+        request = AuthorizeRequest(
+            request_id=uuid.uuid4().hex, wallet=wallet_of(consumer),
+            consumer=str(consumer.get("id") or consumer.get("username")),
+            cost=config.cost, route=config.route_id, service=config.service_id,
+            method=method, path=path, limits=config.limits,
+            hold=config.cost_header is not None,
+        )
+        try:
+            decision = await self.engine.authorize(request)
+        except RedisUnavailable as exc:
+            return await self._redis_down(kong, exc)
+        if decision.admitted:
+            if request.hold:
+                await kong.ctx.shared.set(HOLD_CTX_KEY, {"id": request.request_id,
+                                                         "wallet": request.wallet})
+            return await kong.response.set_headers({
+                "X-Credits-Cost": str(decision.cost),
+                "X-Credits-Remaining": str(decision.balance),
+                **rate_limit_headers(decision),
+            })
+        if config.shadow:
+            return await kong.response.set_headers({
+                "X-Credits-Shadow-Refusal": str(decision.status),
+                "X-Credits-Remaining": str(decision.balance),
+            })
+        if decision.status == 429:
+            return await kong.response.exit(429, {"message": RATE_LIMITED}, {
+                "Retry-After": _seconds(decision.retry_after_ms), **rate_limit_headers(decision)})
+        return await kong.response.exit(402, {
+            "message": NO_CREDITS, "balance": decision.balance, "cost": decision.cost})
+
+    async def log(self, kong: Any) -> None:
+        """Settle a held estimate at the price the upstream reported (cost_header only)."""
+        if self.config.cost_header is None:
+            return
+        hold = await kong.ctx.shared.get(HOLD_CTX_KEY)
+        if not hold:
+            return  # refused, shadow-refused, or Redis was down at access: nothing held
+        entry = json.loads(await kong.log.serialize())
+        response = entry.get("response") or {}
+        cost = self._reported_cost(response.get("headers") or {})
+        try:
+            await self.engine.settle(hold["id"], hold["wallet"], cost,
+                                     status=response.get("status"))
+        except RedisUnavailable as exc:
+            self._outage.error(f"credits: settle of request {hold['id']} failed, its hold "
+                               f"lapses unbilled: {exc}")
+
+    def _reported_cost(self, headers: dict[str, Any]) -> int:
+        """The upstream's cost header as credits; the held estimate when absent or invalid."""
+        name = self.config.cost_header or ""
+        value = headers.get(name.lower(), headers.get(name))
+        if isinstance(value, list):
+            value = value[-1] if value else None
+        text = str(value).strip() if value is not None else ""
+        if text.isdigit() and int(text) <= MAX_AMOUNT:
+            return int(text)
+        if value is not None:
+            logger.warning("credits: %s header %r is not a whole number of credits: "
+                           "charging the estimate %d", name, value, self.config.cost)
+        return self.config.cost
+
+    async def _redis_down(self, kong: Any, exc: RedisUnavailable) -> None:
+        if self.config.allow_on_redis_error:
+            self._outage.error(f"credits: Redis unavailable, passing requests unmetered "
+                               f"(on_redis_error=allow): {exc}")
+            return None
+        self._outage.error(f"credits: Redis unavailable, refusing with 503 "
+                           f"(on_redis_error=deny): {exc}")
+        return await kong.response.exit(503, {"message": UNAVAILABLE})

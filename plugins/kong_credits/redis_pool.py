@@ -1,0 +1,49 @@
+"""Shared hot-path Redis clients: one pipelined connection set per (URL, timeout), per process.
+
+Kong starts one plugin instance per plugin config and worker; hundreds of routes must not
+mean hundreds of Redis connections. The plugin server's process owns one `EngineCache`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import DataError, RedisError
+
+from .engine import AsyncEngine
+from .errors import RedisUnavailable
+from .redis_lane import RedisLane
+from .scripts import LuaScript
+
+__all__ = ["ENGINES", "EngineCache"]
+
+
+class EngineCache:
+    """`get(url, timeout_ms)` returns the same AsyncEngine for the same Redis and timeout."""
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[str, int], AsyncEngine] = {}
+
+    def get(self, redis_url: str, timeout_ms: int) -> AsyncEngine:
+        key = (redis_url, timeout_ms)
+        engine = self._engines.get(key)
+        if engine is None:
+            lane = RedisLane.from_url(redis_url, timeout_s=timeout_ms / 1000,
+                                      connect_timeout_s=min(timeout_ms / 1000, 1.0))
+
+            async def run(script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+                try:
+                    return await lane.evalsha(script, keys, args)
+                except DataError:
+                    raise  # a bad argument is our bug, not an outage
+                except RedisError as exc:
+                    # Down, late, out of memory, read-only replica: on_redis_error decides.
+                    raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+            engine = self._engines[key] = AsyncEngine(run)
+        return engine
+
+
+ENGINES = EngineCache()
+"""The process-wide cache the `credits` plugin instances draw their engines from."""

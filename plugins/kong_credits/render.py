@@ -1,0 +1,78 @@
+"""config/pricing.yaml -> the `credits` plugin entries of a Kong declarative config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InvalidInput
+from .schema import parse_config
+
+__all__ = ["HEADER", "load_pricing", "render", "render_file"]
+
+PLUGIN_NAME = "credits"
+HEADER = ("# Kong declarative config (DB-less). The `credits` plugin entries are generated from\n"
+          "# config/pricing.yaml by `kong-credits render-config`: change prices there.\n")
+
+
+def load_pricing(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Route name -> credits plugin config, defaults merged in and every config validated."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read pricing file {path}: {exc}") from exc
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("routes"), Mapping):
+        raise InvalidInput(f"{path}: expected a mapping with a `routes` mapping")
+    defaults = doc.get("defaults") or {}
+    unknown_top = set(doc) - {"defaults", "routes"}
+    if unknown_top:
+        raise InvalidInput(f"{path}: unknown top-level keys {sorted(unknown_top)}")
+    prices: dict[str, dict[str, Any]] = {}
+    for route, own in doc["routes"].items():
+        config = {**defaults, **(own or {})}
+        try:
+            parse_config(config)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}: route {route}: {exc}") from exc
+        prices[str(route)] = config
+    return prices
+
+
+def _route_names(declarative: Mapping[str, Any]) -> set[str]:
+    names = {r.get("name") for r in declarative.get("routes") or []}
+    for service in declarative.get("services") or []:
+        names |= {r.get("name") for r in service.get("routes") or []}
+    return {n for n in names if n}
+
+
+def render(declarative: dict[str, Any], prices: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Replace every top-level `credits` plugin entry with one per priced route.
+
+    Routes must exist in the config: a price for an unknown route is an error, not a no-op.
+    Credits plugins nested under services or routes are refused (they would be missed).
+    """
+    missing = set(prices) - _route_names(declarative)
+    if missing:
+        raise InvalidInput(f"pricing names routes that kong.yml does not have: {sorted(missing)}")
+    for service in declarative.get("services") or []:
+        for holder in [service, *(service.get("routes") or [])]:
+            if any(p.get("name") == PLUGIN_NAME for p in holder.get("plugins") or []):
+                raise InvalidInput(f"move the credits plugin of {holder.get('name')!r} to the "
+                                   "top-level plugins list, where render-config manages it")
+    others = [p for p in declarative.get("plugins") or [] if p.get("name") != PLUGIN_NAME]
+    priced = [{"name": PLUGIN_NAME, "route": route, "config": dict(config)}
+              for route, config in sorted(prices.items())]
+    return {**declarative, "plugins": others + priced}
+
+
+def render_file(pricing: str | Path, kong_yml: str | Path) -> str:
+    """The text of `kong_yml` with its credits plugins rendered from `pricing`."""
+    try:
+        declarative = yaml.safe_load(Path(kong_yml).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read {kong_yml}: {exc}") from exc
+    rendered = render(declarative, load_pricing(pricing))
+    return HEADER + yaml.safe_dump(rendered, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,111 @@
+"""The `credits` plugin's configuration: Kong schema (data) and its parsed, frozen form."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import PERIOD_SECONDS, RateLimit
+from .errors import InvalidInput
+from .kong_schema import validate
+from .money import MAX_AMOUNT
+
+__all__ = ["DEFAULT_REDIS_URL", "REDIS_URL_ENV", "PluginConfig", "default_redis_url",
+           "parse_config", "plugin_schema"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL_ENV = "KONG_CREDITS_REDIS_URL"
+
+
+def default_redis_url() -> str:
+    """$KONG_CREDITS_REDIS_URL, else the local default."""
+    return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+
+
+def plugin_schema() -> list[dict[str, Any]]:
+    """The config record's fields in Kong's schema syntax (what `--dump-all-plugins` prints).
+
+    A function, not a constant, because the `redis_url` default comes from the environment.
+    """
+    period_fields = [
+        {period: {"type": "integer", "gt": 0, "required": False,
+                  "description": f"Most requests a consumer may make in any {period}."}}
+        for period in PERIOD_SECONDS
+    ]
+    return [
+        {"cost": {
+            "type": "integer", "default": 1, "between": [0, MAX_AMOUNT], "required": True,
+            "description": "Credits charged per request on this route (0: metered, free). "
+                           "With cost_header: the estimate held until the response.",
+        }},
+        {"cost_header": {
+            "type": "string", "required": False, "len_min": 1,
+            "description": "Upstream response header with the actual credits used; the cost "
+                           "is held at access and settled from this header in the log phase.",
+        }},
+        {"rate_limit": {
+            "type": "record", "required": False, "fields": period_fields,
+            "description": "Sliding-window limits per consumer; none set: unlimited.",
+        }},
+        {"mode": {
+            "type": "string", "default": "enforce", "required": True,
+            "one_of": ["enforce", "shadow"],
+            "description": "enforce: refuse with 402/429. shadow: charge and record what "
+                           "would be admitted, let everything through (for rolling out).",
+        }},
+        {"on_redis_error": {
+            "type": "string", "default": "deny", "required": True, "one_of": ["deny", "allow"],
+            "description": "When Redis is down or late: deny (503 with a JSON error) or "
+                           "allow (pass the request unmetered and log an error).",
+        }},
+        {"redis_url": {
+            "type": "string", "default": default_redis_url(), "required": True, "len_min": 1,
+            "description": "redis://[:password@]host:port/db or unix:///path?db=N.",
+        }},
+        {"redis_timeout_ms": {
+            "type": "integer", "default": 250, "between": [1, 60_000], "required": True,
+            "description": "Longest wait for Redis before on_redis_error applies.",
+        }},
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginConfig:
+    """One plugin instance's configuration, validated and typed."""
+
+    cost: int
+    cost_header: str | None
+    limits: tuple[RateLimit, ...]
+    shadow: bool
+    allow_on_redis_error: bool
+    redis_url: str
+    redis_timeout_ms: int
+    route_id: str
+    service_id: str
+
+
+def parse_config(raw: dict[str, Any]) -> PluginConfig:
+    """Validate `raw` (the config JSON Kong sends to StartInstance) against the schema.
+
+    Kong validated it already; checking again turns a hand-edited or stale config into a
+    clear StartInstance error instead of a wrong charge. Kong's extra keys (route_id,
+    __key__, ...) are not config fields and are read separately.
+    """
+    fields = plugin_schema()
+    names = {next(iter(f)) for f in fields}
+    config, errors = validate(fields, {k: v for k, v in raw.items() if k in names})
+    if errors:
+        raise InvalidInput("invalid credits config: " + "; ".join(map(str, errors)))
+    limits = config.get("rate_limit") or {}
+    return PluginConfig(
+        cost=config["cost"],
+        cost_header=config.get("cost_header"),
+        limits=tuple(RateLimit(PERIOD_SECONDS[p], n) for p, n in limits.items() if n),
+        shadow=config["mode"] == "shadow",
+        allow_on_redis_error=config["on_redis_error"] == "allow",
+        redis_url=config["redis_url"],
+        redis_timeout_ms=config["redis_timeout_ms"],
+        route_id=str(raw.get("route_id") or ""),
+        service_id=str(raw.get("service_id") or ""),
+    )

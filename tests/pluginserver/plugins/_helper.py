@@ -1,0 +1,1 @@
+"""Not a plugin: files starting with _ are skipped by -d."""

@@ -1,0 +1,89 @@
+"""kong/ and docker-compose.yml, checked as far as a machine without Docker allows."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from kong_credits.host.declarative import load_declarative
+from kong_credits.kong_schema import config_fields
+
+ROOT = Path(__file__).resolve().parents[1]
+KONG_CONF = ROOT / "kong" / "kong.conf"
+
+
+def kong_conf() -> dict[str, str]:
+    entries = {}
+    for line in KONG_CONF.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            entries[key.strip()] = value.strip()
+    return entries
+
+
+def local(command: str) -> list[str]:
+    """The image's /opt/kong-credits/bin/kong-credits is this venv's console script."""
+    argv = shlex.split(command)
+    assert argv[0] == "/opt/kong-credits/bin/kong-credits"
+    return [str(Path(sys.executable).with_name("kong-credits")), *argv[1:]]
+
+
+def test_kong_conf_declares_the_credits_plugin_server():
+    conf = kong_conf()
+    assert conf["database"] == "off"
+    assert conf["plugins"] == "bundled,credits"
+    assert conf["pluginserver_names"] == "credits"
+    socket = Path(conf["pluginserver_credits_socket"])
+    start = local(conf["pluginserver_credits_start_cmd"])
+    assert start[1:] == ["pluginserver", "-p", str(socket.parent), "--socket-name", socket.name]
+
+
+def test_query_cmd_prints_what_kong_expects():
+    done = subprocess.run(local(kong_conf()["pluginserver_credits_query_cmd"]),
+                          capture_output=True, text=True, timeout=60, check=True)
+    [info] = json.loads(done.stdout)
+    assert info["Name"] == "credits" and {"access", "log"} <= set(info["Phases"])
+    assert isinstance(info["Priority"], int)
+    assert len(info["Version"].split(".")) == 3
+    names = {next(iter(f)) for f in config_fields(info["Schema"])}
+    assert {"cost", "cost_header", "rate_limit", "mode", "on_redis_error", "redis_url"} <= names
+
+
+def test_kong_yml_validates_against_the_dumped_schemas():
+    done = subprocess.run(local(kong_conf()["pluginserver_credits_query_cmd"]),
+                          capture_output=True, text=True, timeout=60, check=True)
+    [info] = json.loads(done.stdout)
+    from kong_credits.host import keyauth
+
+    config = load_declarative(ROOT / "kong" / "kong.yml")
+    validated = config.validate_plugins({"credits": config_fields(info["Schema"]),
+                                         keyauth.NAME: keyauth.SCHEMA_FIELDS})
+    assert sum(p.name == "credits" for p in validated.plugins) == 3
+
+
+def test_compose_wires_kong_redis_and_upstream():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "kong", "upstream"} <= set(services)
+    kong = services["kong"]
+    assert (ROOT / kong["build"]["context"] / kong["build"]["dockerfile"]).exists()
+    assert kong["environment"]["KONG_CREDITS_REDIS_URL"].startswith("redis://redis:")
+    service_hosts = {s["url"].split("/")[2].split(":")[0]
+                     for s in yaml.safe_load((ROOT / "kong" / "kong.yml").read_text())["services"]}
+    assert service_hosts <= set(services)
+
+
+def test_dockerfile_copies_files_that_exist_and_installs_the_conf():
+    dockerfile = (ROOT / "kong" / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            *sources, _ = line.split()[1:]
+            assert all((ROOT / s).exists() for s in sources), line
+    assert "/opt/kong-credits/bin/pip install" in dockerfile
+    assert "kong/kong.conf" in dockerfile

@@ -1,0 +1,288 @@
+"""The credits plugin end to end: Kong-protocol host -> real plugin server -> real Redis.
+
+Kong's 04-access_spec, here: the host plays Kong, starts `kong-credits pluginserver` as Kong
+would (query_cmd, then start_cmd) and sends requests through the plugin's phases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from kong_credits import wallets
+from kong_credits.host import Host, HostError, credits_server
+from kong_credits.host.context import Headers, UpstreamRequest, UpstreamResponse
+from kong_credits.keys import WalletKeys
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
+
+
+async def upstream(request: UpstreamRequest) -> UpstreamResponse:
+    """Answers 200; `?units=N` reports N units used in X-Units-Used, like a metered API."""
+    headers = Headers([("Content-Type", "application/json")])
+    for pair in request.raw_query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "units":
+            headers.add("X-Units-Used", value)
+    return UpstreamResponse(200, headers, b'{"ok": true}')
+
+
+class SilentRedis:
+    """A TCP listener that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def kong_config(redis_url: str, silent_url: str) -> dict[str, Any]:
+    def route(name: str, **config: Any) -> tuple[dict, dict]:
+        return ({"name": name, "paths": [f"/{name}"]},
+                {"name": "credits", "route": name, "config": {"redis_url": redis_url, **config}})
+
+    routes = [
+        route("paid", cost=5),
+        route("limited", cost=1, rate_limit={"minute": 3}),
+        route("shadow", cost=5, mode="shadow", rate_limit={"minute": 1}),
+        route("free", cost=0),
+        route("metered", cost=10, cost_header="X-Units-Used"),
+        route("down-deny", redis_url=DEAD_REDIS),
+        route("down-allow", redis_url=DEAD_REDIS, on_redis_error="allow"),
+        route("hung", redis_url=silent_url, redis_timeout_ms=200),
+        route("open", cost=1),
+    ]
+    return {
+        "_format_version": "3.0",
+        "services": [{"name": "api", "url": "http://upstream.invalid:8080",
+                      "routes": [r for r, _ in routes]}],
+        "consumers": [
+            {"username": "alice", "custom_id": "wallet-a", "keyauth_credentials": [{"key": "ka"}]},
+            {"username": "bob", "tags": ["credits-wallet:team"],
+             "keyauth_credentials": [{"key": "kb"}]},
+            {"username": "carol", "tags": ["credits-wallet:team"],
+             "keyauth_credentials": [{"key": "kc"}]},
+        ],
+        "plugins": [
+            *[p for _, p in routes],
+            *[{"name": "key-auth", "route": r["name"]} for r, _ in routes if r["name"] != "open"],
+        ],
+    }
+
+
+class HostThread:
+    """A Host on its own event loop thread, so plain tests can call it synchronously."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coro: Any, timeout_s: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def get(self, path: str, key: str | None = "ka", **headers: str):
+        if key:
+            headers["apikey"] = key
+        response = self.run(self.host.handle("GET", path, headers))
+        self.run(response.logged())
+        return response
+
+    def close(self) -> None:
+        self.run(self.host.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url: str) -> Iterator[HostThread]:
+    silent = SilentRedis()
+    prefix = tempfile.mkdtemp(prefix="kc-")
+    host = Host(kong_config(redis_url, silent.url), [credits_server(prefix)], upstream=upstream)
+    runner = HostThread(host)
+    runner.run(host.start())
+    yield runner
+    runner.close()
+    silent.close()
+
+
+def events(r: redis.Redis, wallet: str) -> list[dict[str, str]]:
+    return [f for _, f in r.xrange(WalletKeys(wallet).events) if f["wallet"] == wallet]
+
+
+def test_admitted_until_the_balance_runs_out_then_402(gateway, r):
+    wallets.grant(r, "wallet-a", 12)
+    first = gateway.get("/paid")
+    assert first.status == 200, first.body
+    assert (first.header("X-Credits-Cost"), first.header("X-Credits-Remaining")) == ("5", "7")
+    assert gateway.get("/paid").header("X-Credits-Remaining") == "2"
+    refused = gateway.get("/paid")
+    assert refused.status == 402
+    assert refused.json() == {"message": "Insufficient credits", "balance": 2, "cost": 5}
+    assert wallets.balance(r, "wallet-a").balance == 2
+    recorded = events(r, "wallet-a")
+    assert len(recorded) == 2
+    assert {(e["method"], e["path"], e["cost"], e["consumer"] != "") for e in recorded} == {
+        ("GET", "/paid", "5", True)}
+    assert all(e["route"] for e in recorded)  # the route id the plugin is attached to
+
+
+def test_rate_limit_429_spends_no_credits(gateway, r):
+    wallets.grant(r, "wallet-a", 100)
+    statuses = [gateway.get("/limited").status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    refused = gateway.get("/limited")
+    assert refused.status == 429
+    assert refused.json() == {"message": "API rate limit exceeded"}
+    retry_after = int(refused.header("Retry-After"))
+    assert 1 <= retry_after <= 66
+    assert (refused.header("RateLimit-Limit"), refused.header("RateLimit-Remaining")) == ("3", "0")
+    assert int(refused.header("RateLimit-Reset")) == retry_after
+    assert wallets.balance(r, "wallet-a").balance == 97
+    assert len(events(r, "wallet-a")) == 3
+
+
+def test_admitted_requests_carry_rate_limit_headers(gateway, r):
+    wallets.grant(r, "wallet-a", 100)
+    response = gateway.get("/limited")
+    assert (response.header("RateLimit-Limit"), response.header("RateLimit-Remaining")) == (
+        "3", "2")
+    assert int(response.header("RateLimit-Reset")) >= 1
+
+
+def test_team_wallet_is_shared_and_rate_limits_count_per_consumer(gateway, r):
+    wallets.grant(r, "team", 10)
+    assert gateway.get("/paid", key="kb").header("X-Credits-Remaining") == "5"
+    assert gateway.get("/paid", key="kc").header("X-Credits-Remaining") == "0"
+    assert gateway.get("/paid", key="kb").status == 402
+    assert {e["consumer"] for e in events(r, "team")} and len(events(r, "team")) == 2
+
+
+def test_shadow_mode_never_blocks_and_charges_what_it_would_admit(gateway, r):
+    wallets.grant(r, "wallet-a", 7)
+    admitted = gateway.get("/shadow")
+    assert admitted.status == 200 and admitted.header("X-Credits-Remaining") == "2"
+    over = gateway.get("/shadow")  # over the limit of 1/minute and out of credits
+    assert over.status == 200
+    assert over.header("X-Credits-Shadow-Refusal") == "429"
+    assert wallets.balance(r, "wallet-a").balance == 2
+    assert len(events(r, "wallet-a")) == 1
+
+
+def test_free_route_is_metered(gateway, r):
+    response = gateway.get("/free")
+    assert response.status == 200 and response.header("X-Credits-Cost") == "0"
+    assert [e["cost"] for e in events(r, "wallet-a")] == ["0"]
+
+
+def test_cost_header_settles_in_the_log_phase(gateway, r):
+    wallets.grant(r, "wallet-a", 100)
+    response = gateway.get("/metered?units=3")
+    assert response.status == 200 and response.header("X-Credits-Remaining") == "90"
+    view = wallets.balance(r, "wallet-a")
+    assert view.balance == 97
+    [event] = events(r, "wallet-a")
+    assert (event["cost"], event["reserved"], event["status"]) == ("3", "10", "200")
+    assert response.pdk_calls["log"] == 2  # ctx.shared.get + log.serialize
+
+
+def test_missing_cost_header_charges_the_estimate(gateway, r):
+    wallets.grant(r, "wallet-a", 100)
+    gateway.get("/metered")
+    assert wallets.balance(r, "wallet-a").balance == 90
+    assert [e["cost"] for e in events(r, "wallet-a")] == ["10"]
+
+
+def test_no_authenticated_consumer_is_401(gateway, r):
+    response = gateway.get("/open", key=None)
+    assert response.status == 401
+    assert "consumer" in response.json()["message"]
+
+
+def test_redis_down_deny_answers_503_fast(gateway):
+    started = time.monotonic()
+    response = gateway.get("/down-deny")
+    assert response.status == 503
+    assert response.json() == {"message": "Credits service unavailable"}
+    assert time.monotonic() - started < 5
+
+
+def test_redis_down_allow_passes_unmetered(gateway):
+    response = gateway.get("/down-allow")
+    assert response.status == 200
+    assert response.header("X-Credits-Cost") is None
+
+
+def test_hung_redis_delays_only_its_own_requests(gateway, r):
+    wallets.grant(r, "wallet-a", 100)
+
+    async def both() -> tuple[Any, Any, float]:
+        hung = asyncio.ensure_future(gateway.host.handle("GET", "/hung", {"apikey": "ka"}))
+        await asyncio.sleep(0.02)
+        started = time.monotonic()
+        fast = await gateway.host.handle("GET", "/paid", {"apikey": "ka"})
+        fast_s = time.monotonic() - started
+        return await hung, fast, fast_s
+
+    hung, fast, fast_s = gateway.run(both())
+    assert hung.status == 503  # redis_timeout_ms=200, then on_redis_error=deny
+    assert fast.status == 200 and fast_s < 0.2
+
+
+def test_budget_three_pdk_calls_and_one_redis_call_per_request(gateway, r, redis_url):
+    wallets.grant(r, "wallet-a", 1000)
+    gateway.get("/paid")  # warm: instance started, script loaded, connection open
+    admin = redis.Redis.from_url(redis_url)
+    before = admin.info("commandstats")
+    connections = admin.info("stats")["total_connections_received"]
+    responses = [gateway.get("/paid") for _ in range(10)]
+    responses += [gateway.get("/limited") for _ in range(5)]  # 3 admitted, 2 refused (429)
+    after = admin.info("commandstats")
+    assert all(resp.pdk_calls["access"] <= 3 for resp in responses)
+    assert all(resp.pdk_calls.get("log", 0) == 0 for resp in responses)
+
+    def delta(command: str) -> int:
+        return (after.get(f"cmdstat_{command}", {}).get("calls", 0)
+                - before.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    assert delta("evalsha") == 15
+    assert sum(delta(c) for c in ("eval", "script|load", "ping", "select", "auth")) == 0
+    assert admin.info("stats")["total_connections_received"] == connections  # none opened
+    admin.close()
+
+
+def test_invalid_plugin_config_is_rejected_before_start(redis_url):
+    config = kong_config(redis_url, DEAD_REDIS)
+    config["plugins"][0]["config"]["cost"] = -1
+    config["plugins"][1]["config"]["mode"] = "loud"
+    prefix = tempfile.mkdtemp(prefix="kc-")
+
+    async def start() -> None:
+        await Host(config, [credits_server(prefix)], upstream=upstream).start()
+
+    with pytest.raises(Exception) as raised:
+        asyncio.run(start())
+    text = str(raised.value)
+    assert "cost" in text and "mode" in text
+    assert isinstance(raised.value, (HostError, ValueError)) or "invalid" in text.lower()

@@ -1,0 +1,62 @@
+"""schema.py: the credits config as Kong validates it, and its parsed form."""
+
+from __future__ import annotations
+
+import pytest
+
+from kong_credits.engine import RateLimit
+from kong_credits.errors import InvalidInput
+from kong_credits.schema import DEFAULT_REDIS_URL, parse_config, plugin_schema
+
+
+def field(name: str) -> dict:
+    return next(f[name] for f in plugin_schema() if name in f)
+
+
+def test_defaults():
+    config = parse_config({})
+    assert (config.cost, config.cost_header, config.limits) == (1, None, ())
+    assert not config.shadow and not config.allow_on_redis_error
+    assert config.redis_url == DEFAULT_REDIS_URL and config.redis_timeout_ms == 250
+
+
+def test_redis_url_default_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KONG_CREDITS_REDIS_URL", "redis://cache:6380/2")
+    assert field("redis_url")["default"] == "redis://cache:6380/2"
+
+
+def test_full_config_and_kong_extra_keys():
+    config = parse_config({
+        "cost": 0, "cost_header": "X-Units", "rate_limit": {"second": 5, "day": 1000},
+        "mode": "shadow", "on_redis_error": "allow", "redis_url": "redis://r:1/0",
+        "route_id": "7d5c...", "service_id": "svc", "__key__": "plugins:credits:...",
+        "__seq__": 3, "__plugin_id": "abc", "plugin_instance_name": "x",
+    })
+    assert config.limits == (RateLimit(1, 5), RateLimit(86400, 1000))
+    assert config.shadow and config.allow_on_redis_error
+    assert (config.route_id, config.service_id) == ("7d5c...", "svc")
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"cost": -1}, "config.cost: value should be between 0 and 1000000000000000"),
+    ({"cost": 1.5}, "config.cost: expected an integer"),
+    ({"cost": "1"}, "config.cost: expected an integer"),
+    ({"cost": True}, "config.cost: expected an integer"),
+    ({"rate_limit": {"minute": 0}}, "config.rate_limit.minute: value must be greater than 0"),
+    ({"rate_limit": {"week": 5}}, "config.rate_limit.week: unknown field"),
+    ({"mode": "audit"}, "config.mode: expected one of: enforce, shadow"),
+    ({"on_redis_error": "retry"}, "config.on_redis_error: expected one of: deny, allow"),
+    ({"cost_header": ""}, "config.cost_header: length must be at least 1"),
+    ({"redis_timeout_ms": 0}, "config.redis_timeout_ms: value should be between 1 and 60000"),
+])
+def test_invalid_config_is_rejected_with_the_field_and_reason(config, message):
+    with pytest.raises(InvalidInput) as raised:
+        parse_config(config)
+    assert message.removeprefix("config.") in str(raised.value)
+
+
+def test_every_field_is_documented_with_type_and_default_or_bounds():
+    for entry in plugin_schema():
+        ((name, spec),) = entry.items()
+        assert spec["type"] and spec["description"], name
+        assert "default" in spec or spec.get("required") is False, name
