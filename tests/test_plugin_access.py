@@ -286,3 +286,13 @@ def test_invalid_plugin_config_is_rejected_before_start(redis_url):
     text = str(raised.value)
     assert "cost" in text and "mode" in text
     assert isinstance(raised.value, (HostError, ValueError)) or "invalid" in text.lower()
+
+
+def test_spending_cap_refusal_says_which_cap(gateway, r):
+    wallets.grant(r, "wallet-a", 100)
+    wallets.set_budget(r, "wallet-a", daily_cap=7)
+    assert gateway.get("/paid").status == 200
+    refused = gateway.get("/paid")
+    assert refused.status == 402
+    assert refused.json() == {"message": "Daily spending cap reached", "balance": 95, "cost": 5,
+                              "cap": "cap:day"}

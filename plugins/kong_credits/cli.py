@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,12 +95,92 @@ def balance(wallet: str, as_json: bool, redis_url: str) -> None:
         _echo_json(view.to_json())
         return
     click.echo(f"{view.wallet}: {view.balance} credits")
+    if view.burn_rate_per_minute:
+        click.echo(f"  burning {view.burn_rate_per_minute:g} credits/minute; empty around "
+                   f"{view.projected_empty_at}")
+    if view.abuse_suspected:
+        click.echo("  unusual spending suspected (see kong-credits alerts)")
     if view.overdraft:
         click.echo(f"  overdraft (unpaid settles): {view.overdraft}")
     for g in view.grants:
         expiry = f", expires {g.expires_at}" if g.expires_at else ""
         click.echo(f"  {g.id}: {g.remaining}/{g.amount} left, priority {g.priority}{expiry}"
                    f" [{g.status}]")
+
+
+_OFF = "off"
+
+
+def _change(value: Any) -> Any:
+    """An option left out changes nothing; `off` removes the setting."""
+    if value is None:
+        return wallets.UNCHANGED
+    return None if value == _OFF else value
+
+
+class _CapType(click.ParamType):
+    """A cap: a positive whole number of credits, or `off` to remove it."""
+
+    name = "CREDITS|off"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or value == _OFF:
+            return value
+        if str(value).lower() == _OFF:
+            return _OFF
+        try:
+            return wallets.parse_amount(value, param.name.replace("_", " ") if param else "cap")
+        except InvalidInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _PercentagesType(click.ParamType):
+    name = "PCT,PCT,..."
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(p.isdigit() and 1 <= int(p) <= 100 for p in parts):
+            self.fail(f"expected whole percentages 1..100 separated by commas, not {value!r}",
+                      param, ctx)
+        return tuple(int(p) for p in parts)
+
+
+@main.command()
+@click.argument("wallet")
+@click.option("--daily-cap", type=_CapType(),
+              help="Most credits spent per calendar day (UTC); 'off' removes it.")
+@click.option("--monthly-cap", type=_CapType(),
+              help="Most credits spent per calendar month (UTC); 'off' removes it.")
+@click.option("--soft/--hard", "soft", default=None,
+              help="Soft caps only alert; hard caps refuse with 402 (the default).")
+@click.option("--member-daily-cap", type=_CapType(),
+              help="For a wallet parent/member: most it may draw from the parent a day.")
+@click.option("--member-monthly-cap", type=_CapType(),
+              help="For a wallet parent/member: most it may draw from the parent a month.")
+@click.option("--alert-at", type=_PercentagesType(),
+              help="Used-share thresholds that raise an alert [default: 50,75,90,100].")
+@click.option("--json", "as_json", is_flag=True, help="Print the budget as JSON.")
+@redis_url_option
+def budget(wallet: str, daily_cap: Any, monthly_cap: Any, soft: Any, member_daily_cap: Any,
+           member_monthly_cap: Any, alert_at: Any, as_json: bool, redis_url: str) -> None:
+    """Show or change WALLET's spending caps, member caps and alert thresholds."""
+    result = _run(lambda: wallets.set_budget(
+        _client(redis_url), wallet, daily_cap=_change(daily_cap),
+        monthly_cap=_change(monthly_cap), soft=_change(soft),
+        member_daily_cap=_change(member_daily_cap),
+        member_monthly_cap=_change(member_monthly_cap), alert_thresholds=_change(alert_at)))
+    if as_json:
+        _echo_json({"wallet": wallet, **asdict(result)})
+        return
+    def show(cap: int | None) -> str:
+        return "none" if cap is None else str(cap)
+
+    click.echo(f"{wallet}: daily cap {show(result.daily_cap)}, monthly cap "
+               f"{show(result.monthly_cap)} ({'soft' if result.soft else 'hard'}); member caps "
+               f"{show(result.member_daily_cap)}/day {show(result.member_monthly_cap)}/month; "
+               f"alerts at {','.join(map(str, result.alert_thresholds))}% used")
 
 
 @main.command()

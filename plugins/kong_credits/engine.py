@@ -15,13 +15,14 @@ import redis
 
 from . import scripts
 from .errors import RedisUnavailable
-from .keys import WalletKeys
+from .keys import WalletKeys, parent_of
 from .money import parse_cost
 
 __all__ = [
     "DEFAULT_ANSWER_TTL_MS",
     "DEFAULT_HOLD_MS",
     "PERIOD_SECONDS",
+    "AbuseDetection",
     "AsyncEngine",
     "AuthorizeRequest",
     "Decision",
@@ -51,6 +52,22 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class AbuseDetection:
+    """Alarm when a wallet burns more than `factor` x its usual credits per minute.
+
+    The usual rate is an exponentially weighted moving average of full minutes (weight 0.1
+    for the newest). No alarm before `warmup_minutes` of history, nor below `min_rate`
+    credits in the current minute. With `throttle_per_minute`, the wallet is held to that
+    many requests a minute until a full minute falls back under the threshold.
+    """
+
+    factor: float
+    warmup_minutes: int = 10
+    min_rate: int = 100
+    throttle_per_minute: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class AuthorizeRequest:
     """One request to price: who pays (wallet), who calls (consumer), what it costs."""
 
@@ -65,11 +82,14 @@ class AuthorizeRequest:
     limits: Sequence[RateLimit] = field(default=())
     hold: bool = False
     """Reserve `cost` as an estimate and emit the event at settle, not now."""
+    abuse: AbuseDetection | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The answer of authorize. Refusals are values: status 402 or 429."""
+    """The answer of authorize. Refusals are values: status 402 or 429, and a `reason`:
+    credits, cap:day|month, parent_cap:day|month, member_cap:day|month, rate_limit,
+    abuse_throttle ("" when admitted)."""
 
     status: int
     cost: int
@@ -79,20 +99,22 @@ class Decision:
     reset_ms: int
     retry_after_ms: int
     replayed: bool
+    reason: str = ""
 
     @property
     def admitted(self) -> bool:
         return self.status == 200
 
     @classmethod
-    def from_reply(cls, reply: Sequence[int]) -> Decision:
-        status, cost, balance, limit, remaining, reset_ms, retry_after_ms, replayed = reply
+    def from_reply(cls, reply: Sequence[Any]) -> Decision:
+        status, cost, balance, limit, remaining, reset_ms, retry_after_ms, replayed, reason = reply
         has_limit = limit >= 0
         return cls(
             status=int(status), cost=int(cost), balance=int(balance),
             limit=int(limit) if has_limit else None,
             remaining=int(remaining) if has_limit else None,
             reset_ms=int(reset_ms), retry_after_ms=int(retry_after_ms), replayed=bool(replayed),
+            reason=reason.decode() if isinstance(reason, bytes) else str(reason or ""),
         )
 
 
@@ -121,16 +143,20 @@ def authorize_call(
 ) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of authorize.lua for `request` (now_ms 0: Redis's clock decides)."""
     wallet = WalletKeys(request.wallet)
+    parent = parent_of(request.wallet)
+    abuse = request.abuse or AbuseDetection(factor=0)
     keys = [
-        wallet.state, wallet.remaining, wallet.burn_order, wallet.expiries, wallet.ledger,
+        *wallet.wallet_keys, *(WalletKeys(parent) if parent else wallet).wallet_keys,
         wallet.events, wallet.request(request.request_id),
-        wallet.reservation(request.request_id),
+        wallet.reservation(request.request_id), wallet.alerts, wallet.throttle,
     ]
     args: list[str | int] = [
         request.request_id, request.cost, now_ms, answer_ttl_ms,
         hold_ms if request.hold else 0,
         request.wallet, request.consumer, request.route, request.service,
-        request.method, request.path, len(request.limits),
+        request.method, request.path, parent or "",
+        repr(float(abuse.factor)), abuse.warmup_minutes, abuse.min_rate,
+        abuse.throttle_per_minute, len(request.limits),
     ]
     for rate_limit in request.limits:
         keys.append(wallet.rate_limit(request.consumer, rate_limit.period_s))
@@ -149,9 +175,10 @@ def settle_call(
 ) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of settle.lua: charge `cost` for a request authorized with hold=True."""
     keys_of = WalletKeys(wallet)
+    parent = parent_of(wallet)
     keys = [
-        keys_of.state, keys_of.remaining, keys_of.burn_order, keys_of.expiries, keys_of.ledger,
-        keys_of.events, keys_of.reservation(request_id),
+        *keys_of.wallet_keys, *(WalletKeys(parent) if parent else keys_of).wallet_keys,
+        keys_of.events, keys_of.reservation(request_id), keys_of.alerts,
     ]
     args: list[str | int] = [
         request_id, parse_cost(cost), now_ms, answer_ttl_ms, "" if status is None else status,

@@ -2,7 +2,9 @@
 
 Redis Cluster runs a script only when all its keys live in one hash slot. Wallets are therefore
 spread over `SHARDS` hash tags: every key of a wallet, the rate-limit state of the consumers
-drawing on it and the event stream that receives its charges carry the wallet's shard tag.
+drawing on it and the event and alert streams that receive its charges carry the wallet's
+shard tag. A wallet named `team/alice` draws on its parent `team` in the same script, so the
+shard is chosen by the root of the name (`team`): a family of wallets shares one slot.
 The forwarder reads one event stream per shard. Changing `SHARDS` moves every wallet: it is
 part of the data layout, not a tuning knob.
 """
@@ -12,15 +14,22 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["PREFIX", "SHARDS", "WalletKeys", "event_stream", "event_streams", "shard_of"]
+__all__ = ["PREFIX", "SHARDS", "WalletKeys", "alert_stream", "alert_streams", "event_stream",
+           "event_streams", "parent_of", "shard_of"]
 
 PREFIX = "kc"
 SHARDS = 16
 
 
 def shard_of(wallet: str) -> int:
-    """The shard a wallet lives in: CRC32 of its UTF-8 name, modulo `SHARDS`."""
-    return zlib.crc32(wallet.encode()) % SHARDS
+    """The shard of a wallet: CRC32 of the UTF-8 root of its name, modulo `SHARDS`."""
+    return zlib.crc32(wallet.split("/", 1)[0].encode()) % SHARDS
+
+
+def parent_of(wallet: str) -> str | None:
+    """`team/alice` -> `team`; a name without `/` has no parent."""
+    parent, slash, _ = wallet.rpartition("/")
+    return parent if slash else None
 
 
 def _tag(shard: int) -> str:
@@ -35,6 +44,16 @@ def event_stream(shard: int) -> str:
 def event_streams() -> list[str]:
     """All event streams, in shard order (what the forwarder reads)."""
     return [event_stream(shard) for shard in range(SHARDS)]
+
+
+def alert_stream(shard: int) -> str:
+    """The alert stream of one shard (thresholds, caps, abuse)."""
+    return f"{_tag(shard)}:alerts"
+
+
+def alert_streams() -> list[str]:
+    """All alert streams, in shard order (what `kong-credits alerts` delivers)."""
+    return [alert_stream(shard) for shard in range(SHARDS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +72,7 @@ class WalletKeys:
 
     @property
     def state(self) -> str:
-        """HASH: balance (live remaining), overdraft, grant sequence, refusal counters."""
+        """HASH: balance, overdraft, budgets, spending and burn-rate counters, alert marks."""
         return f"{self._base}:state"
 
     @property
@@ -85,6 +104,21 @@ class WalletKeys:
     def events(self) -> str:
         """STREAM of billable events of the wallet's shard (shared with other wallets)."""
         return event_stream(self.shard)
+
+    @property
+    def alerts(self) -> str:
+        """STREAM of alerts of the wallet's shard (shared with other wallets)."""
+        return alert_stream(self.shard)
+
+    @property
+    def throttle(self) -> str:
+        """HASH: sliding window of the temporary rate limit while abuse is suspected."""
+        return f"{self._base}:throttle"
+
+    @property
+    def wallet_keys(self) -> list[str]:
+        """state, remaining, burn order, expiries, ledger: the five keys scripts open."""
+        return [self.state, self.remaining, self.burn_order, self.expiries, self.ledger]
 
     def request(self, request_id: str) -> str:
         """STRING: the stored answer of an admitted request, for idempotent retries."""

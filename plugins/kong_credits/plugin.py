@@ -33,13 +33,23 @@ HOLD_CTX_KEY = "kong_credits_hold"
 NO_CONSUMER = "No authenticated consumer: the credits plugin needs an authentication plugin"
 NO_CREDITS = "Insufficient credits"
 RATE_LIMITED = "API rate limit exceeded"
+THROTTLED = "Temporarily throttled: unusual spending detected on this wallet"
+BUDGET_REFUSALS = {
+    "cap:day": "Daily spending cap reached",
+    "cap:month": "Monthly spending cap reached",
+    "parent_cap:day": "Daily spending cap of the parent wallet reached",
+    "parent_cap:month": "Monthly spending cap of the parent wallet reached",
+    "member_cap:day": "Daily member cap on the parent wallet reached",
+    "member_cap:month": "Monthly member cap on the parent wallet reached",
+}
 UNAVAILABLE = "Credits service unavailable"
 
 logger = logging.getLogger("kong_credits.plugin")
 
 
 def wallet_of(consumer: dict[str, Any]) -> str:
-    """Tag `credits-wallet:<name>` (a shared team wallet), else custom_id, username, id."""
+    """Tag `credits-wallet:<name>` (a shared team wallet, or `team/member` drawing on the
+    team's), else custom_id, username, id."""
     for tag in consumer.get("tags") or ():
         if isinstance(tag, str) and tag.startswith(WALLET_TAG) and len(tag) > len(WALLET_TAG):
             return tag[len(WALLET_TAG):]
@@ -105,7 +115,7 @@ class Plugin:
             consumer=str(consumer.get("id") or consumer.get("username")),
             cost=config.cost, route=config.route_id, service=config.service_id,
             method=method, path=path, limits=config.limits,
-            hold=config.cost_header is not None,
+            hold=config.cost_header is not None, abuse=config.abuse,
         )
         try:
             decision = await self.engine.authorize(request)
@@ -126,10 +136,14 @@ class Plugin:
                 "X-Credits-Remaining": str(decision.balance),
             })
         if decision.status == 429:
-            return await kong.response.exit(429, {"message": RATE_LIMITED}, {
+            message = THROTTLED if decision.reason == "abuse_throttle" else RATE_LIMITED
+            return await kong.response.exit(429, {"message": message}, {
                 "Retry-After": _seconds(decision.retry_after_ms), **rate_limit_headers(decision)})
-        return await kong.response.exit(402, {
-            "message": NO_CREDITS, "balance": decision.balance, "cost": decision.cost})
+        body = {"message": BUDGET_REFUSALS.get(decision.reason, NO_CREDITS),
+                "balance": decision.balance, "cost": decision.cost}
+        if decision.reason in BUDGET_REFUSALS:
+            body["cap"] = decision.reason
+        return await kong.response.exit(402, body)
 
     async def log(self, kong: Any) -> None:
         """Settle a held estimate at the price the upstream reported (cost_header only)."""

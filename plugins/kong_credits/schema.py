@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import PERIOD_SECONDS, RateLimit
+from .engine import PERIOD_SECONDS, AbuseDetection, RateLimit
 from .errors import InvalidInput
 from .kong_schema import validate
 from .money import MAX_AMOUNT
@@ -48,6 +48,26 @@ def plugin_schema() -> list[dict[str, Any]]:
             "type": "record", "required": False, "fields": period_fields,
             "description": "Sliding-window limits per consumer; none set: unlimited.",
         }},
+        {"abuse_detection": {
+            "type": "record", "required": False,
+            "description": "Alert (and optionally throttle) when a wallet burns credits much "
+                           "faster than its usual rate, e.g. a leaked API key.",
+            "fields": [
+                {"factor": {"type": "number", "gt": 1, "required": True,
+                            "description": "Alarm above this multiple of the usual "
+                                           "credits per minute."}},
+                {"warmup_minutes": {"type": "integer", "default": 10, "between": [1, 100_000],
+                                    "required": True,
+                                    "description": "Minutes of history before any alarm."}},
+                {"min_rate": {"type": "integer", "default": 100, "between": [1, MAX_AMOUNT],
+                              "required": True,
+                              "description": "No alarm below this many credits a minute."}},
+                {"throttle_per_minute": {"type": "integer", "gt": 0, "required": False,
+                                         "description": "While suspected, allow the wallet "
+                                                        "this many requests a minute (429 "
+                                                        "beyond); unset: alert only."}},
+            ],
+        }},
         {"mode": {
             "type": "string", "default": "enforce", "required": True,
             "one_of": ["enforce", "shadow"],
@@ -77,6 +97,7 @@ class PluginConfig:
     cost: int
     cost_header: str | None
     limits: tuple[RateLimit, ...]
+    abuse: AbuseDetection | None
     shadow: bool
     allow_on_redis_error: bool
     redis_url: str
@@ -98,10 +119,15 @@ def parse_config(raw: dict[str, Any]) -> PluginConfig:
     if errors:
         raise InvalidInput("invalid credits config: " + "; ".join(map(str, errors)))
     limits = config.get("rate_limit") or {}
+    abuse = config.get("abuse_detection")
     return PluginConfig(
         cost=config["cost"],
         cost_header=config.get("cost_header"),
         limits=tuple(RateLimit(PERIOD_SECONDS[p], n) for p, n in limits.items() if n),
+        abuse=AbuseDetection(
+            factor=abuse["factor"], warmup_minutes=abuse["warmup_minutes"],
+            min_rate=abuse["min_rate"], throttle_per_minute=abuse.get("throttle_per_minute", 0),
+        ) if abuse else None,
         shadow=config["mode"] == "shadow",
         allow_on_redis_error=config["on_redis_error"] == "allow",
         redis_url=config["redis_url"],

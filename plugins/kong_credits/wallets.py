@@ -14,24 +14,34 @@ import redis
 from . import scripts
 from .engine import run_script
 from .errors import InvalidInput
-from .keys import WalletKeys
+from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
 
-__all__ = ["DEFAULT_PRIORITY", "Grant", "WalletView", "balance", "grant", "ledger",
-           "parse_wallet"]
+__all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "WalletView", "balance",
+           "burn_rate", "grant", "ledger", "parse_wallet", "set_budget"]
 
 DEFAULT_PRIORITY = 100
+DEFAULT_THRESHOLDS = (50, 75, 90, 100)
 MAX_WALLET_LENGTH = 200
+EWMA_ALPHA = 0.1  # as in authorize.lua
 GRANT = scripts.load("grant")
+UNCHANGED: Any = object()
+_BUDGET_FIELDS = {"daily_cap": "cap_day", "monthly_cap": "cap_month",
+                  "member_daily_cap": "member_cap_day", "member_monthly_cap": "member_cap_month"}
 
 
 def parse_wallet(name: str) -> str:
-    """A wallet name: 1..200 printable characters, no whitespace at either end."""
+    """A wallet name: 1..200 printable characters, no whitespace at either end.
+
+    `team/alice` names a member wallet that draws on its parent `team` when it runs dry.
+    """
     if not name or name != name.strip() or len(name) > MAX_WALLET_LENGTH:
         raise InvalidInput(f"wallet must be 1..{MAX_WALLET_LENGTH} characters "
                            f"without surrounding spaces, not {name!r}")
     if not name.isprintable():
         raise InvalidInput(f"wallet must be printable, not {name!r}")
+    if any(not part for part in name.split("/")):
+        raise InvalidInput(f"wallet path segments must not be empty, not {name!r}")
     return name
 
 
@@ -68,6 +78,22 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """Spending limits of a wallet. Caps count credits spent per calendar day/month (UTC).
+
+    `soft` caps only alert; hard caps refuse with 402. Member caps limit how much this
+    wallet may draw from its parent per period (always hard).
+    """
+
+    daily_cap: int | None = None
+    monthly_cap: int | None = None
+    soft: bool = False
+    member_daily_cap: int | None = None
+    member_monthly_cap: int | None = None
+    alert_thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
+
+
+@dataclass(frozen=True, slots=True)
 class WalletView:
     """A consistent snapshot of one wallet."""
 
@@ -77,6 +103,16 @@ class WalletView:
     grants: list[Grant]
     refused_credits: int
     refused_rate_limit: int
+    refused_budget: int
+    parent: str | None
+    granted: int
+    spent_today: int
+    spent_this_month: int
+    budget: Budget
+    burn_rate_per_minute: float | None
+    seconds_to_empty: int | None
+    projected_empty_at: str | None
+    abuse_suspected: bool
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,8 +150,7 @@ def grant(
     keys = WalletKeys(wallet)
     try:
         created, _, balance_after = run_script(
-            client, GRANT,
-            [keys.state, keys.grants, keys.remaining, keys.burn_order, keys.expiries, keys.ledger],
+            client, GRANT, [*keys.wallet_keys, keys.grants],
             [gid, credits, priority, expires_ms or 0, 0, record, MAX_BALANCE],
         )
     except redis.ResponseError as exc:
@@ -140,7 +175,7 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
     pipe.hgetall(keys.remaining)
     server_time, state, records, remaining = pipe.execute()
     now_ms = server_time[0] * 1000 + server_time[1] // 1000
-    state = {_text(k): int(v) for k, v in state.items()}
+    state = {_text(k): _text(v) for k, v in state.items()}
     left_by_id = {_text(k): int(v) for k, v in remaining.items()}
     grants = []
     live_total = 0
@@ -163,12 +198,119 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
         ))
     grants.sort(key=lambda g: (g.status != "live", g.priority, g.expires_at or "~",
                                g.created_at or ""))
-    overdraft = state.get("overdraft", 0)
+    def count(field: str) -> int:
+        return int(float(state.get(field) or 0))
+
+    overdraft = count("overdraft")
+    balance_now = live_total - overdraft
+    day = now_ms // 86_400_000
+    this_month = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m")
+    month_id_now = int(this_month[:4]) * 12 + int(this_month[5:]) - 1
+    rate = burn_rate(state, now_ms)
+    seconds = None
+    if rate:
+        seconds = max(0, int(balance_now / rate * 60))
     return WalletView(
-        wallet=keys.wallet, balance=live_total - overdraft, overdraft=overdraft, grants=grants,
-        refused_credits=state.get("refused_credits", 0),
-        refused_rate_limit=state.get("refused_rate_limit", 0),
+        wallet=keys.wallet, balance=balance_now, overdraft=overdraft, grants=grants,
+        refused_credits=count("refused_credits"),
+        refused_rate_limit=count("refused_rate_limit"),
+        refused_budget=count("refused_budget"),
+        parent=parent_of(keys.wallet), granted=count("granted"),
+        spent_today=(count("spent_day") + count("drawn_day"))
+        if count("day_id") == day else 0,
+        spent_this_month=(count("spent_month") + count("drawn_month"))
+        if count("month_id") == month_id_now else 0,
+        budget=_budget(state), burn_rate_per_minute=rate, seconds_to_empty=seconds,
+        projected_empty_at=_iso(now_ms + seconds * 1000) if seconds is not None else None,
+        abuse_suspected=count("abuse_active") == 1,
     )
+
+
+def burn_rate(state: dict[str, Any], now_ms: int) -> float | None:
+    """Credits per minute: the script's moving average, brought up to `now_ms`.
+
+    None when the wallet has never been charged. Same rule as authorize.lua: the last
+    finished minute weighs 0.1, and every idle minute decays the average by 0.9.
+    """
+    if state.get("burn_minute") is None:
+        return None
+    last = int(float(state["burn_minute"]))
+    current = float(state.get("burn_current") or 0)
+    ewma = state.get("burn_ewma")
+    rate = float(ewma) if ewma is not None else None
+    minute = now_ms // 60_000
+    if minute > last:
+        rate = current if rate is None else EWMA_ALPHA * current + (1 - EWMA_ALPHA) * rate
+        rate *= (1 - EWMA_ALPHA) ** min(minute - last - 1, 1000)
+    elif rate is None:
+        rate = current  # first minute of use: what it spent so far this minute
+    return round(rate, 3)
+
+
+def _budget(state: dict[str, Any]) -> Budget:
+    def cap(field: str) -> int | None:
+        value = state.get(field)
+        return int(value) if value is not None else None
+
+    thresholds = state.get("thresholds")
+    return Budget(
+        daily_cap=cap("cap_day"), monthly_cap=cap("cap_month"), soft=state.get("cap_soft") == "1",
+        member_daily_cap=cap("member_cap_day"), member_monthly_cap=cap("member_cap_month"),
+        alert_thresholds=tuple(int(t) for t in thresholds.split(","))
+        if thresholds else DEFAULT_THRESHOLDS,
+    )
+
+
+def set_budget(
+    client: redis.Redis,
+    wallet: str,
+    *,
+    daily_cap: int | None = UNCHANGED,
+    monthly_cap: int | None = UNCHANGED,
+    soft: bool = UNCHANGED,
+    member_daily_cap: int | None = UNCHANGED,
+    member_monthly_cap: int | None = UNCHANGED,
+    alert_thresholds: tuple[int, ...] = UNCHANGED,
+) -> Budget:
+    """Change a wallet's budget: a cap of None removes it; UNCHANGED leaves it alone.
+
+    Takes effect on the next request (the authorize script reads it). Validates first.
+    """
+    keys = WalletKeys(parse_wallet(wallet))
+    changes = {"daily_cap": daily_cap, "monthly_cap": monthly_cap,
+               "member_daily_cap": member_daily_cap, "member_monthly_cap": member_monthly_cap}
+    if parent_of(wallet) is None and any(
+        v is not UNCHANGED and v is not None for v in (member_daily_cap, member_monthly_cap)
+    ):
+        raise InvalidInput(f"member caps limit what a wallet draws from its parent, and "
+                           f"{wallet!r} has none (name it parent/member)")
+    to_set: dict[str, str] = {}
+    to_delete: list[str] = []
+    for name, value in changes.items():
+        if value is UNCHANGED:
+            continue
+        if value is None:
+            to_delete.append(_BUDGET_FIELDS[name])
+        else:
+            to_set[_BUDGET_FIELDS[name]] = str(parse_amount(value, name.replace("_", " ")))
+    if soft is not UNCHANGED:
+        to_set["cap_soft"] = "1" if soft else "0"
+    if alert_thresholds is not UNCHANGED:
+        if not alert_thresholds or any(
+            isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 100
+            for t in alert_thresholds
+        ):
+            raise InvalidInput("alert thresholds must be whole percentages 1..100, "
+                               f"not {alert_thresholds!r}")
+        to_set["thresholds"] = ",".join(str(t) for t in sorted(set(alert_thresholds)))
+    pipe = client.pipeline(transaction=True)
+    if to_set:
+        pipe.hset(keys.state, mapping=to_set)
+    if to_delete:
+        pipe.hdel(keys.state, *to_delete)
+    pipe.hgetall(keys.state)
+    state = pipe.execute()[-1]
+    return _budget({_text(k): _text(v) for k, v in state.items()})
 
 
 def ledger(client: redis.Redis, wallet: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -110,3 +110,25 @@ def test_concurrent_holds_and_settles_balance_exactly(r, redis_url):
     assert wallets.balance(r, "dyn").balance == expected
     events = wallet_events(r, "dyn")
     assert len(events) == len(admitted) == len({e["event_id"] for e in events})
+
+
+def test_members_hammering_a_team_wallet_never_overdraw_it_or_their_caps(r, redis_url):
+    wallets.grant(r, "team", 500)
+    for n in range(THREADS):
+        wallets.set_budget(r, f"team/m{n}", member_daily_cap=40)
+    decisions = hammer(
+        redis_url,
+        lambda n, i: AuthorizeRequest(f"{n}-{i}", f"team/m{n}", f"c{n}", 3), per_thread=20)
+    admitted = Counter(req.wallet for req, d in decisions if d.admitted)
+    assert all(count * 3 <= 40 for count in admitted.values())
+    assert sum(admitted.values()) * 3 <= 500
+    assert wallets.balance(r, "team").balance == 500 - sum(admitted.values()) * 3
+    assert {d.reason for _, d in decisions if not d.admitted} <= {"member_cap:day", "credits"}
+
+
+def test_concurrent_threshold_crossings_alert_exactly_once_each(r, redis_url):
+    wallets.grant(r, "alerts", 16 * 25)
+    hammer(redis_url, lambda n, i: AuthorizeRequest(f"{n}-{i}", "alerts", f"c{n}", 1),
+           per_thread=25)
+    fired = [f for _, f in r.xrange(WalletKeys("alerts").alerts) if f["wallet"] == "alerts"]
+    assert sorted(int(a["threshold_pct"]) for a in fired) == [50, 75, 90, 100]

@@ -1,50 +1,111 @@
--- authorize: rate limits + credit check + charge + rated event, atomically, in one round trip.
+-- authorize: rate limits + budgets + credit check + charge + rated event, atomically, in one
+-- round trip.
 --
--- KEYS (all in the wallet's shard slot, see keys.py):
---   1 state  2 remaining  3 burn  4 expiry  5 ledger  6 events  7 request  8 reservation
---   9.. one sliding-window HASH per rate limit, in the order of the limits in ARGV
+-- KEYS (all in one cluster slot: a wallet and its parent share their root's shard, keys.py):
+--   1-5  the paying wallet: state, remaining, burn, expiry, ledger
+--   6-10 its parent wallet (the same five keys again when it has none)
+--   11 events  12 request (stored answer)  13 reservation  14 alerts  15 abuse throttle window
+--   16.. one sliding-window HASH per rate limit, in the order of the limits in ARGV
 -- ARGV:
---   1 request id   2 cost (credits)   3 now ms (0 = Redis server time)   4 answer ttl ms
---   5 hold ms (0 = charge now and append the event; > 0 = reserve `cost` for a later settle)
---   6 wallet  7 consumer  8 route  9 service  10 method  11 path
---   12 number of limits, then pairs: 13 period ms, 14 limit, ...
--- Reply: {status, cost, balance, limit, remaining, reset ms, retry after ms, replayed}
---   status 200 admitted, 402 insufficient credits, 429 over a rate limit; limit is the rate
---   limit closest to exhaustion (-1 when none), remaining what is left of it after this request.
+--   1 request id  2 cost (credits)  3 now ms (0 = Redis server time)  4 answer ttl ms
+--   5 hold ms (0 = charge now and append the event; > 0 = hold `cost` for a later settle)
+--   6 wallet  7 consumer  8 route  9 service  10 method  11 path  12 parent wallet ("" = none)
+--   13 abuse factor (0 = off)  14 warm-up minutes  15 least credits/minute to alarm
+--   16 throttle requests/minute while abuse is suspected (0 = alert only)
+--   17 number of limits, then pairs: 18 period ms, 19 limit, ...
+-- Reply: {status, cost, balance, limit, remaining, reset ms, retry after ms, replayed, reason}
+--   status 200 admitted, 402 refused for credits or a budget, 429 over a rate limit; balance
+--   is what this caller can still spend (own wallet plus what the parent may still give it);
+--   limit is the rate limit closest to exhaustion (-1 when none); reason is "" or one of
+--   credits, cap:day, cap:month, parent_cap:day, parent_cap:month, member_cap:day,
+--   member_cap:month, rate_limit, abuse_throttle.
 --
 -- Guarantees: decide first, write last. A request refused by a rate limit spends no credit; a
--- request refused for credits takes no rate-limit capacity; refusals append no event, they
--- only count in state.refused_*. An admitted request id answers the same again while its
--- answer is kept (ARGV 4), so a retried call charges once.
+-- refused request takes no rate-limit capacity and appends no event (it is counted in
+-- state.refused_*). An admitted request id answers the same again while its answer is kept
+-- (ARGV 4), so a retried call charges once. Every alert is emitted once per crossing.
 --
 -- Rate limits are sliding windows of BUCKETS buckets per period: the window counted is the
 -- current bucket and the BUCKETS before it, so in every span of one period no more than
 -- `limit` requests are admitted (a request may be refused up to one bucket early).
 
 local BUCKETS = 10
+local EWMA_ALPHA = 0.1  -- weight of the last full minute in the burn-rate baseline
+local PERIODS = {'day', 'month'}
 
 local request_id, cost = ARGV[1], tonumber(ARGV[2])
 local now = server_now_ms(ARGV[3])
 local answer_ttl, hold_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local abuse_factor, warmup = tonumber(ARGV[13]), tonumber(ARGV[14])
+local min_rate, throttle = tonumber(ARGV[15]), tonumber(ARGV[16])
+local alerts = KEYS[14]
 
-local stored = redis.call('GET', KEYS[7])
+local stored = redis.call('GET', KEYS[12])
 if stored then
   local reply = {}
-  for value in string.gmatch(stored, '[^,]+') do
+  for value in string.gmatch(stored, '[^,|]+') do
     reply[#reply + 1] = tonumber(value)
   end
   reply[8] = 1
+  reply[9] = string.match(stored, '|(.*)$')
   return reply
 end
 
--- 1. Rate limits: read every window; note the tightest one and how long a refusal must wait.
-local limits = tonumber(ARGV[12])
+local own = open_wallet(ARGV[6], 1, now)
+local parent = ARGV[12] ~= '' and open_wallet(ARGV[12], 6, now) or nil
+
+local function finish(reply)
+  save(own)
+  if parent then
+    save(parent)
+  end
+  return reply
+end
+
+-- Burn-rate baseline: fold each finished minute into an exponentially weighted moving
+-- average (minutes under suspicion are left out, so abuse never becomes the new normal).
+local minute = math.floor(now / 60000)
+local last_minute = own.f.burn_minute
+if not last_minute then
+  put(own, 'burn_minute', minute)
+  put(own, 'burn_current', 0)
+  put(own, 'burn_minutes', 0)
+elseif minute > last_minute then
+  local finished = num(own, 'burn_current')
+  local baseline = own.f.burn_ewma
+  local idle = minute - last_minute - 1
+  local ewma = baseline
+  if own.f.abuse_active ~= 1 then
+    ewma = baseline and (EWMA_ALPHA * finished + (1 - EWMA_ALPHA) * baseline) or finished
+  end
+  if idle > 0 then
+    ewma = ewma * (1 - EWMA_ALPHA) ^ math.min(idle, 1000)
+  end
+  put(own, 'burn_ewma', ewma)
+  put(own, 'burn_minutes', num(own, 'burn_minutes') + minute - last_minute)
+  put(own, 'burn_minute', minute)
+  put(own, 'burn_current', 0)
+  if own.f.abuse_active == 1 and (idle > 0 or finished <= abuse_factor * (baseline or 0)) then
+    put(own, 'abuse_active', 0)
+    alert(alerts, request_id .. ':abuse-cleared', 'abuse_cleared', own,
+      'rate_per_minute', fmt(idle > 0 and 0 or finished))
+  end
+end
+
+-- 1. Rate limits (and the abuse throttle while it applies): read every window, note the
+--    tightest one and how long a refusal must wait.
+local specs = {}
+for i = 1, tonumber(ARGV[17]) do
+  specs[i] = {KEYS[15 + i], tonumber(ARGV[16 + 2 * i]), tonumber(ARGV[17 + 2 * i]), 'rate_limit'}
+end
+if own.f.abuse_active == 1 and throttle > 0 then
+  specs[#specs + 1] = {KEYS[15], 60000, throttle, 'abuse_throttle'}
+end
 local windows = {}
 local shown_limit, shown_remaining, shown_reset, retry_after = -1, -1, 0, 0
-for i = 1, limits do
-  local period = tonumber(ARGV[11 + 2 * i])
-  local limit = tonumber(ARGV[12 + 2 * i])
-  local key = KEYS[8 + i]
+local refusal = 'rate_limit'
+for i, spec in ipairs(specs) do
+  local key, period, limit = spec[1], spec[2], spec[3]
   local width = period / BUCKETS
   local current = math.floor(now / width)
   local flat = redis.call('HGETALL', key)
@@ -70,7 +131,7 @@ for i = 1, limits do
       end
     end
     if wait > retry_after then
-      retry_after = wait
+      retry_after, refusal = wait, spec[4]
       shown_limit, shown_remaining, shown_reset = limit, 0, wait
     end
   elseif retry_after == 0 and (shown_limit < 0 or limit - used - 1 < shown_remaining) then
@@ -82,51 +143,159 @@ for i = 1, limits do
   windows[i] = {key, fmt(current), fmt(period + width)}
 end
 
-local state, remaining, burn_order, expiry, ledger = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-sweep_expired(state, remaining, burn_order, expiry, ledger, now)
-local balance = spendable(state)
+-- What the parent may still give this member: its balance, within the member's caps.
+local function parent_room()
+  if not parent then
+    return 0
+  end
+  local room = math.max(spendable(parent), 0)
+  for _, p in ipairs(PERIODS) do
+    local cap = own.f['member_cap_' .. p]
+    if cap then
+      room = math.min(room, math.max(cap - num(own, 'drawn_' .. p), 0))
+    end
+  end
+  return room
+end
+
+local function spent(w, p)
+  return num(w, 'spent_' .. p) + num(w, 'drawn_' .. p)
+end
+
+-- A spending cap alert, once per cap and period.
+local function cap_alert(w, p, enforcement)
+  local period_id = num(w, p .. '_id')
+  if w.f['cap_alerted_' .. p] ~= period_id then
+    put(w, 'cap_alerted_' .. p, period_id)
+    alert(alerts, request_id .. ':cap:' .. w.name .. ':' .. p, 'spending_cap', w, 'cap', p,
+      'limit', fmt(w.f['cap_' .. p]), 'spent', fmt(spent(w, p)), 'enforcement', enforcement)
+  end
+end
+
+local room = parent_room()
+local reported = spendable(own) + room
 
 if retry_after > 0 then
-  redis.call('HINCRBY', state, 'refused_rate_limit', 1)
-  return {429, cost, balance, shown_limit, 0, shown_reset, retry_after, 0}
+  redis.call('HINCRBY', own.state, 'refused_rate_limit', 1)
+  return finish({429, cost, reported, shown_limit, 0, shown_reset, retry_after, 0, refusal})
 end
 
--- 2. Credits (a free request passes even when an overdraft took the balance below zero).
-if cost > 0 and balance < cost then
-  redis.call('HINCRBY', state, 'refused_credits', 1)
-  return {402, cost, balance, shown_limit, shown_remaining, shown_reset, 0, 0}
+-- 2. Credits and budgets (a free request passes even when an overdraft took the balance
+--    below zero, and is never stopped by a cap).
+local from_own = math.min(cost, math.max(spendable(own), 0))
+local from_parent = cost - from_own
+local reason = ''
+if cost > 0 then
+  if from_parent > 0 and (not parent or from_parent > math.max(spendable(parent), 0)) then
+    reason = 'credits'
+  elseif from_parent > room then
+    for _, p in ipairs(PERIODS) do
+      local cap = own.f['member_cap_' .. p]
+      if reason == '' and cap and num(own, 'drawn_' .. p) + from_parent > cap then
+        reason = 'member_cap:' .. p
+      end
+    end
+  end
+  for _, p in ipairs(PERIODS) do
+    local cap = own.f['cap_' .. p]
+    if cap and spent(own, p) + cost > cap then
+      if own.f.cap_soft ~= 1 then
+        cap_alert(own, p, 'hard')
+        reason = reason ~= '' and reason or 'cap:' .. p
+      end
+    end
+    cap = parent and parent.f['cap_' .. p]
+    if cap and from_parent > 0 and spent(parent, p) + from_parent > cap
+        and parent.f.cap_soft ~= 1 then
+      cap_alert(parent, p, 'hard')
+      reason = reason ~= '' and reason or 'parent_cap:' .. p
+    end
+  end
+end
+if reason ~= '' then
+  local counter = reason == 'credits' and 'refused_credits' or 'refused_budget'
+  redis.call('HINCRBY', own.state, counter, 1)
+  return finish({402, cost, reported, shown_limit, shown_remaining, shown_reset, 0, 0, reason})
 end
 
--- 3. Admitted: take rate-limit capacity, charge, record.
+-- 3. Admitted: take rate-limit capacity, charge, record, alert.
 for _, w in ipairs(windows) do
   redis.call('HINCRBY', w[1], w[2], 1)
   redis.call('PEXPIRE', w[1], w[3])
 end
-local burned = ''
+local burned_own, burned_parent = '', ''
+if from_own > 0 then
+  burned_own = burn(own, from_own)
+end
+if from_parent > 0 then
+  burned_parent = burn(parent, from_parent)
+end
+for _, p in ipairs(PERIODS) do
+  put(own, 'spent_' .. p, num(own, 'spent_' .. p) + from_own)
+  if from_parent > 0 then
+    put(own, 'drawn_' .. p, num(own, 'drawn_' .. p) + from_parent)
+    put(parent, 'spent_' .. p, num(parent, 'spent_' .. p) + from_parent)
+  end
+end
+
 if cost > 0 then
-  burned = burn(state, remaining, burn_order, expiry, cost)
-  balance = balance - cost
+  local current = num(own, 'burn_current') + cost
+  put(own, 'burn_current', current)
+  local baseline = own.f.burn_ewma
+  if abuse_factor > 0 and own.f.abuse_active ~= 1 and baseline
+      and num(own, 'burn_minutes') >= warmup and current >= min_rate
+      and current > abuse_factor * baseline then
+    put(own, 'abuse_active', 1)
+    alert(alerts, request_id .. ':abuse', 'abuse', own, 'rate_per_minute', fmt(current),
+      'baseline_per_minute', string.format('%.2f', baseline), 'factor', ARGV[13],
+      'throttle_per_minute', fmt(throttle))
+  end
+  alert_thresholds(alerts, request_id, own)
+  for _, p in ipairs(PERIODS) do
+    if own.f['cap_' .. p] and spent(own, p) >= own.f['cap_' .. p] then
+      cap_alert(own, p, own.f.cap_soft == 1 and 'soft' or 'hard')
+    end
+  end
+  if from_parent > 0 then
+    alert_thresholds(alerts, request_id, parent)
+    for _, p in ipairs(PERIODS) do
+      if parent.f['cap_' .. p] and spent(parent, p) >= parent.f['cap_' .. p] then
+        cap_alert(parent, p, parent.f.cap_soft == 1 and 'soft' or 'hard')
+      end
+    end
+  end
 end
 
+local balance = reported - cost
 if hold_ms > 0 then
-  redis.call('HSET', KEYS[8], 'reserved', fmt(cost), 'burned', burned, 'wallet', ARGV[6],
-    'consumer', ARGV[7], 'route', ARGV[8], 'service', ARGV[9], 'method', ARGV[10],
-    'path', ARGV[11], 'timestamp', fmt(now))
-  redis.call('PEXPIRE', KEYS[8], hold_ms)
-  ledger_add(ledger, 'hold', request_id, -cost, balance, now)
+  redis.call('HSET', KEYS[13], 'reserved', fmt(cost), 'burned', burned_own,
+    'parent_burned', burned_parent, 'from_parent', fmt(from_parent), 'wallet', ARGV[6],
+    'parent', ARGV[12], 'consumer', ARGV[7], 'route', ARGV[8], 'service', ARGV[9],
+    'method', ARGV[10], 'path', ARGV[11], 'timestamp', fmt(now))
+  redis.call('PEXPIRE', KEYS[13], hold_ms)
+  ledger_add(own, 'hold', request_id, -from_own, spendable(own), now)
 else
-  redis.call('XADD', KEYS[6], '*', 'event_id', request_id, 'wallet', ARGV[6],
-    'consumer', ARGV[7], 'route', ARGV[8], 'service', ARGV[9], 'method', ARGV[10],
-    'path', ARGV[11], 'cost', fmt(cost), 'timestamp', fmt(now))
-  ledger_add(ledger, 'charge', request_id, -cost, balance, now)
+  local event = {'event_id', request_id, 'wallet', ARGV[6], 'consumer', ARGV[7],
+    'route', ARGV[8], 'service', ARGV[9], 'method', ARGV[10], 'path', ARGV[11],
+    'cost', fmt(cost), 'timestamp', fmt(now)}
+  if from_parent > 0 then
+    event[#event + 1], event[#event + 2] = 'parent', ARGV[12]
+    event[#event + 1], event[#event + 2] = 'parent_cost', fmt(from_parent)
+  end
+  redis.call('XADD', KEYS[11], '*', unpack(event))
+  ledger_add(own, 'charge', request_id, -from_own, spendable(own), now)
+end
+if from_parent > 0 then
+  ledger_add(parent, hold_ms > 0 and 'hold' or 'charge', request_id .. '@' .. ARGV[6],
+    -from_parent, spendable(parent), now)
 end
 
-local reply = {200, cost, balance, shown_limit, shown_remaining, shown_reset, 0, 0}
+local reply = {200, cost, balance, shown_limit, shown_remaining, shown_reset, 0, 0, ''}
 if answer_ttl > 0 then
   local text = {}
-  for i, value in ipairs(reply) do
-    text[i] = fmt(value)
+  for i = 1, 8 do
+    text[i] = fmt(reply[i])
   end
-  redis.call('SET', KEYS[7], table.concat(text, ','), 'PX', answer_ttl)
+  redis.call('SET', KEYS[12], table.concat(text, ',') .. '|' .. reply[9], 'PX', answer_ttl)
 end
-return reply
+return finish(reply)

@@ -1,29 +1,28 @@
 -- settle: charge the actual price of a request whose credits were held at authorize.
 --
--- KEYS (wallet shard slot): 1 state  2 remaining  3 burn  4 expiry  5 ledger  6 events
---   7 reservation
+-- KEYS (one slot): 1-5 the paying wallet (state, remaining, burn, expiry, ledger)
+--   6-10 its parent (the same five again when it has none)  11 events  12 reservation
+--   13 alerts
 -- ARGV: 1 request id  2 actual cost (credits)  3 now ms (0 = server time)  4 answer ttl ms
 --   5 HTTP status of the response ("" when unknown)
 -- Reply: {status, cost, balance, unpaid, replayed}: status 200 settled, 404 no such hold
---   (never held, already expired, or settled longer ago than the answer ttl).
+--   (never held, lapsed, or settled longer ago than the answer ttl).
 --
 -- Rules: an actual cost below the hold gives the difference back to the grants it was taken
--- from, last burned first (a grant that expired meanwhile forfeits its share, as it would
--- have). An actual cost above the hold burns the extra from live grants; what they cannot
--- cover is recorded as overdraft, so the balance goes below zero by at most the part of the
--- settled price that exceeded what the wallet held. Overdraft is paid from the next grants.
--- The rated event is appended here, with the actual cost and the held estimate.
+-- from, last burned first (the parent's share first; a grant that expired meanwhile forfeits
+-- its share, as it would have). An actual cost above the hold burns the extra from the
+-- wallet, then from its parent; what they cannot cover is recorded as the wallet's
+-- overdraft, so the balance goes below zero by at most the part of the settled price that
+-- exceeded what was there. Overdraft is paid from the next grants. Caps do not refuse a
+-- settle (the request was served) but count it. The rated event is appended here, with the
+-- actual cost and the held estimate.
 
-local EXPIRY_AT, EXPIRY_LEN, NO_EXPIRY = 12, 13, 9999999999999
-
+local PERIODS = {'day', 'month'}
 local request_id, actual = ARGV[1], tonumber(ARGV[2])
 local now = server_now_ms(ARGV[3])
-local state, remaining, burn_order, expiry, ledger = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local alerts = KEYS[13]
 
-local hold = redis.call('HGETALL', KEYS[7])
-if #hold == 0 then
-  return {404, actual, spendable(state), 0, 0}
-end
+local hold = redis.call('HGETALL', KEYS[12])
 local h = {}
 for i = 1, #hold, 2 do
   h[hold[i]] = hold[i + 1]
@@ -37,59 +36,83 @@ if h.settled then
   return reply
 end
 
-sweep_expired(state, remaining, burn_order, expiry, ledger, now)
-local reserved = tonumber(h.reserved)
-local unpaid = 0
-if actual < reserved then
-  local refund = reserved - actual
-  local taken = {}
-  for part in string.gmatch(h.burned, '[^;]+') do
-    taken[#taken + 1] = part
+local own = open_wallet(h.wallet or '', 1, now)
+local parent = (h.parent or '') ~= '' and open_wallet(h.parent, 6, now) or nil
+local function finish(reply)
+  save(own)
+  if parent then
+    save(parent)
   end
-  for i = #taken, 1, -1 do
-    if refund == 0 then
-      break
-    end
-    local member, amount = string.match(taken[i], '^(.*)=(%d+)$')
-    local give = math.min(tonumber(amount), refund)
-    refund = refund - give
-    local expires = tonumber(string.sub(member, EXPIRY_AT, EXPIRY_AT + EXPIRY_LEN - 1))
-    if expires > now then
-      local id = string.sub(member, GRANT_ID_AT)
-      redis.call('HINCRBY', remaining, id, give)
-      redis.call('ZADD', burn_order, 0, member)
-      if expires ~= NO_EXPIRY then
-        redis.call('ZADD', expiry, expires, member)
-      end
-      redis.call('HINCRBY', state, 'balance', give)
-    end
-  end
-elseif actual > reserved then
-  local extra = actual - reserved
-  local live = tonumber(redis.call('HGET', state, 'balance') or '0')
-  local covered = math.min(math.max(live, 0), extra)
-  if covered > 0 then
-    burn(state, remaining, burn_order, expiry, covered)
-  end
-  unpaid = extra - covered
-  if unpaid > 0 then
-    redis.call('HINCRBY', state, 'overdraft', unpaid)
+  return reply
+end
+if #hold == 0 then
+  return finish({404, actual, spendable(own), 0, 0})
+end
+
+local function count(w, field, delta)
+  for _, p in ipairs(PERIODS) do
+    put(w, field .. '_' .. p, math.max(num(w, field .. '_' .. p) + delta, 0))
   end
 end
 
-local balance = spendable(state)
-redis.call('XADD', KEYS[6], '*', 'event_id', request_id, 'wallet', h.wallet,
-  'consumer', h.consumer, 'route', h.route, 'service', h.service, 'method', h.method,
-  'path', h.path, 'cost', fmt(actual), 'timestamp', h.timestamp, 'reserved', h.reserved,
-  'status', ARGV[5])
-ledger_add(ledger, 'settle', request_id, reserved - actual, balance, now)
+local reserved, from_parent = tonumber(h.reserved), tonumber(h.from_parent or '0')
+local from_own = reserved - from_parent
+local unpaid = 0
+if actual < reserved then
+  local back = reserved - actual
+  local to_parent = math.min(back, from_parent)
+  if to_parent > 0 then
+    refund(parent, h.parent_burned, to_parent)
+    count(parent, 'spent', -to_parent)
+    count(own, 'drawn', -to_parent)
+  end
+  if back > to_parent then
+    refund(own, h.burned, back - to_parent)
+    count(own, 'spent', -(back - to_parent))
+  end
+elseif actual > reserved then
+  local extra = actual - reserved
+  local take = math.min(math.max(spendable(own), 0), extra)
+  if take > 0 then
+    burn(own, take)
+    count(own, 'spent', take)
+  end
+  local rest = extra - take
+  if parent and rest > 0 then
+    local give = math.min(math.max(spendable(parent), 0), rest)
+    if give > 0 then
+      burn(parent, give)
+      count(parent, 'spent', give)
+      count(own, 'drawn', give)
+      rest = rest - give
+    end
+  end
+  unpaid = rest
+  if unpaid > 0 then
+    put(own, 'overdraft', num(own, 'overdraft') + unpaid)
+  end
+  alert_thresholds(alerts, request_id, own)
+  if parent then
+    alert_thresholds(alerts, request_id, parent)
+  end
+end
+
+local balance = spendable(own)
+local event = {'event_id', request_id, 'wallet', h.wallet, 'consumer', h.consumer,
+  'route', h.route, 'service', h.service, 'method', h.method, 'path', h.path,
+  'cost', fmt(actual), 'timestamp', h.timestamp, 'reserved', h.reserved, 'status', ARGV[5]}
+if parent then
+  event[#event + 1], event[#event + 2] = 'parent', h.parent
+end
+redis.call('XADD', KEYS[11], '*', unpack(event))
+ledger_add(own, 'settle', request_id, reserved - actual, balance, now)
 
 local reply = {200, actual, balance, unpaid, 0}
 local text = {}
 for i, value in ipairs(reply) do
   text[i] = fmt(value)
 end
-redis.call('DEL', KEYS[7])
-redis.call('HSET', KEYS[7], 'settled', table.concat(text, ','))
-redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[4]))
-return reply
+redis.call('DEL', KEYS[12])
+redis.call('HSET', KEYS[12], 'settled', table.concat(text, ','))
+redis.call('PEXPIRE', KEYS[12], tonumber(ARGV[4]))
+return finish(reply)

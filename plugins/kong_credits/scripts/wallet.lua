@@ -1,16 +1,31 @@
--- Shared wallet functions, prepended to every script by engine.py (one EVALSHA each).
+-- Shared wallet functions, prepended to every script by scripts/__init__.py.
 --
--- Units: credits are integers (Lua numbers are doubles: every amount stays below 2^53, nothing
--- is divided); time is in milliseconds since the Unix epoch.
+-- Units: credits are integers (Lua numbers are doubles: every amount stays below 2^53, and no
+-- money path divides); time is in milliseconds since the Unix epoch.
 --
--- Wallet layout (keys.py): `state` HASH {balance, overdraft, seq, refused_*}, `remaining` HASH
--- grant id -> credits left, `burn` ZSET of live grants with credits left (score 0, member text
+-- Wallet layout (keys.py): `state` HASH (fields below), `remaining` HASH grant id -> credits
+-- left, `burn` ZSET of live grants with credits left (score 0, member text
 -- "PPPPPPPPPP:EEEEEEEEEEEEE:SSSSSSSSSSSS:<grant id>" = priority, expiry ms, sequence, so lexical
 -- order is burn order), `expiry` ZSET of the same members scored by expiry ms.
 -- Invariant: state.balance == sum of `remaining` over members of `burn`.
+--
+-- A wallet is opened once per script (one HMGET of every state field), changed in memory
+-- through `put`, and written back once by `save`.
 
 local GRANT_ID_AT = 39  -- first character of the grant id in a burn member
+local EXPIRY_AT, EXPIRY_LEN, NO_EXPIRY = 12, 13, 9999999999999
 local LEDGER_MAXLEN = 1000
+local ALERTS_MAXLEN = 100000
+local DEFAULT_THRESHOLDS = '50,75,90,100'
+
+local STATE_FIELDS = {
+  'balance', 'overdraft', 'granted', 'alerted_pct', 'thresholds',
+  'cap_day', 'cap_month', 'cap_soft', 'member_cap_day', 'member_cap_month',
+  'day_id', 'spent_day', 'drawn_day', 'cap_alerted_day',
+  'month_id', 'spent_month', 'drawn_month', 'cap_alerted_month',
+  'burn_minute', 'burn_current', 'burn_ewma', 'burn_minutes', 'abuse_active',
+}
+local TEXT_FIELDS = {thresholds = true}
 
 local function fmt(n)
   return string.format('%d', n)
@@ -25,63 +40,182 @@ local function server_now_ms(requested)
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function ledger_add(ledger, kind, ref, amount, balance, now)
-  redis.call('XADD', ledger, 'MAXLEN', '~', LEDGER_MAXLEN, '*',
+-- Calendar month of a day number (days since 1970-01-01, UTC) as year * 12 + month - 1.
+-- Howard Hinnant's civil_from_days, in integer arithmetic.
+local function month_of_day(day)
+  local z = day + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return year * 12 + month - 1
+end
+
+local function put(w, field, value)
+  w.f[field] = value
+  w.dirty[field] = true
+end
+
+local function num(w, field)
+  return w.f[field] or 0
+end
+
+local function ledger_add(w, kind, ref, amount, balance, now)
+  redis.call('XADD', w.ledger, 'MAXLEN', '~', LEDGER_MAXLEN, '*',
     'type', kind, 'ref', ref, 'amount', fmt(amount), 'balance', fmt(balance), 'ts', fmt(now))
 end
 
--- Drop grants whose expiry has passed: their credits leave the balance for good.
-local function sweep_expired(state, remaining, burn, expiry, ledger, now)
-  local expired = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
+-- Drop grants whose expiry has passed: their credits leave the balance (and the amount the
+-- used-percentage alerts count as granted) for good.
+local function sweep_expired(w)
+  local expired = redis.call('ZRANGEBYSCORE', w.expiry, '-inf', w.now)
   for _, member in ipairs(expired) do
     local id = string.sub(member, GRANT_ID_AT)
-    local left = tonumber(redis.call('HGET', remaining, id) or '0')
-    redis.call('ZREM', burn, member)
-    redis.call('ZREM', expiry, member)
+    local left = tonumber(redis.call('HGET', w.remaining, id) or '0')
+    redis.call('ZREM', w.burn, member)
+    redis.call('ZREM', w.expiry, member)
     if left > 0 then
-      local balance = redis.call('HINCRBY', state, 'balance', -left)
-      ledger_add(ledger, 'expire', id, -left, balance, now)
+      local balance = redis.call('HINCRBY', w.state, 'balance', -left)
+      redis.call('HINCRBY', w.state, 'granted', -left)
+      ledger_add(w, 'expire', id, -left, balance, w.now)
     end
   end
 end
 
+-- Open a wallet from 5 consecutive KEYS (state, remaining, burn, expiry, ledger) at `first`.
+local function open_wallet(name, first, now)
+  local w = {name = name, state = KEYS[first], remaining = KEYS[first + 1],
+             burn = KEYS[first + 2], expiry = KEYS[first + 3], ledger = KEYS[first + 4],
+             now = now, f = {}, dirty = {}}
+  sweep_expired(w)
+  local values = redis.call('HMGET', w.state, unpack(STATE_FIELDS))
+  for i, field in ipairs(STATE_FIELDS) do
+    local v = values[i]
+    if v then
+      w.f[field] = TEXT_FIELDS[field] and v or tonumber(v)
+    end
+  end
+  -- Spending counters are per calendar day and month (UTC); a new period starts at zero.
+  local day = math.floor(now / 86400000)
+  if w.f.day_id ~= day then
+    put(w, 'day_id', day)
+    put(w, 'spent_day', 0)
+    put(w, 'drawn_day', 0)
+  end
+  local month = month_of_day(day)
+  if w.f.month_id ~= month then
+    put(w, 'month_id', month)
+    put(w, 'spent_month', 0)
+    put(w, 'drawn_month', 0)
+  end
+  return w
+end
+
+local function save(w)
+  local args = {}
+  for field in pairs(w.dirty) do
+    local v = w.f[field]
+    args[#args + 1] = field
+    args[#args + 1] = type(v) == 'number' and (v == math.floor(v) and fmt(v) or tostring(v)) or v
+  end
+  if #args > 0 then
+    redis.call('HSET', w.state, unpack(args))
+  end
+  w.dirty = {}
+end
+
 -- Balance available to spend: live credits minus what settles left unpaid.
-local function spendable(state)
-  local v = redis.call('HMGET', state, 'balance', 'overdraft')
-  return tonumber(v[1] or '0') - tonumber(v[2] or '0')
+local function spendable(w)
+  return num(w, 'balance') - num(w, 'overdraft')
 end
 
 -- Burn `amount` across live grants in burn order; the caller checked that they cover it.
 -- Returns "member=taken;..." so a later settle can give credits back to the same grants.
-local function burn(state, remaining, burn_order, expiry, amount)
+local function burn(w, amount)
   local taken = {}
   local need = amount
   while need > 0 do
-    local members = redis.call('ZRANGE', burn_order, 0, 3)
+    local members = redis.call('ZRANGE', w.burn, 0, 3)
     if #members == 0 then
       break
     end
     for _, member in ipairs(members) do
       local id = string.sub(member, GRANT_ID_AT)
-      local left = tonumber(redis.call('HGET', remaining, id) or '0')
+      local left = tonumber(redis.call('HGET', w.remaining, id) or '0')
       local take = math.min(left, need)
       if take > 0 then
-        redis.call('HINCRBY', remaining, id, -take)
+        redis.call('HINCRBY', w.remaining, id, -take)
         taken[#taken + 1] = member .. '=' .. fmt(take)
         need = need - take
       end
       if left - take <= 0 then
-        redis.call('ZREM', burn_order, member)
-        redis.call('ZREM', expiry, member)
+        redis.call('ZREM', w.burn, member)
+        redis.call('ZREM', w.expiry, member)
       end
       if need == 0 then
         break
       end
     end
   end
-  local burned = amount - need
-  if burned > 0 then
-    redis.call('HINCRBY', state, 'balance', -burned)
-  end
+  put(w, 'balance', num(w, 'balance') - (amount - need))
   return table.concat(taken, ';'), need
+end
+
+-- Give `burned` ("member=amount;...") back to the grants it came from, last burned first, up
+-- to `amount`. A grant that expired meanwhile forfeits its share, as it would have anyway.
+local function refund(w, burned, amount)
+  local taken = {}
+  for part in string.gmatch(burned, '[^;]+') do
+    taken[#taken + 1] = part
+  end
+  for i = #taken, 1, -1 do
+    if amount == 0 then
+      break
+    end
+    local member, taken_amount = string.match(taken[i], '^(.*)=(%d+)$')
+    local give = math.min(tonumber(taken_amount), amount)
+    amount = amount - give
+    local expires = tonumber(string.sub(member, EXPIRY_AT, EXPIRY_AT + EXPIRY_LEN - 1))
+    if expires > w.now then
+      redis.call('HINCRBY', w.remaining, string.sub(member, GRANT_ID_AT), give)
+      redis.call('ZADD', w.burn, 0, member)
+      if expires ~= NO_EXPIRY then
+        redis.call('ZADD', w.expiry, expires, member)
+      end
+      put(w, 'balance', num(w, 'balance') + give)
+    end
+  end
+end
+
+-- Alerts go to the shard's alert stream; `id` is unique (the webhook's idempotency key).
+local function alert(stream, id, kind, w, ...)
+  redis.call('XADD', stream, 'MAXLEN', '~', ALERTS_MAXLEN, '*', 'alert_id', id, 'type', kind,
+    'wallet', w.name, 'balance', fmt(spendable(w)), 'timestamp', fmt(w.now), ...)
+end
+
+-- Emit one alert per used-percentage threshold crossed since the last alert; a top-up that
+-- brings the used share back down re-arms the thresholds above it (see grant.lua).
+local function alert_thresholds(stream, id, w)
+  local granted = num(w, 'granted')
+  if granted <= 0 then
+    return
+  end
+  local used = granted - spendable(w)
+  local alerted = num(w, 'alerted_pct')
+  local highest = alerted
+  for text in string.gmatch(w.f.thresholds or DEFAULT_THRESHOLDS, '%d+') do
+    local pct = tonumber(text)
+    if pct > alerted and used * 100 >= pct * granted then
+      alert(stream, id .. ':used:' .. text, 'balance_threshold', w, 'threshold_pct', text,
+        'granted', fmt(granted))
+      highest = math.max(highest, pct)
+    end
+  end
+  if highest > alerted then
+    put(w, 'alerted_pct', highest)
+  end
 end
