@@ -296,3 +296,43 @@ def test_spending_cap_refusal_says_which_cap(gateway, r):
     assert refused.status == 402
     assert refused.json() == {"message": "Daily spending cap reached", "balance": 95, "cost": 5,
                               "cap": "cap:day"}
+
+
+def test_a_handler_fault_is_answered_not_hung(redis_url, r):
+    """A plugin that raises in access: Kong gets an error answer at once and, as Kong does,
+    carries on as if the phase had finished; the credits plugin on the same server still works.
+    """
+    from pathlib import Path
+
+    faulty = Path(__file__).parent / "pluginserver" / "plugins" / "raising.py"
+    prefix = tempfile.mkdtemp(prefix="kc-")
+    modules = f"-m credits=kong_credits.plugin -d {faulty.parent}"
+    spec = credits_server(
+        prefix,
+        start_cmd="kong-credits pluginserver -p {prefix} --socket-name {socket_name} " + modules,
+        query_cmd="kong-credits pluginserver --dump-all-plugins " + modules,
+    )
+    config = {
+        "_format_version": "3.0",
+        "services": [{"name": "api", "url": "http://upstream.invalid",
+                      "routes": [{"name": "faulty", "paths": ["/faulty"]},
+                                 {"name": "paid", "paths": ["/paid"]}]}],
+        "consumers": [{"username": "alice", "keyauth_credentials": [{"key": "ka"}]}],
+        "plugins": [{"name": "key-auth"}, {"name": "raising", "route": "faulty"},
+                    {"name": "credits", "route": "paid", "config": {"redis_url": redis_url}}],
+    }
+    wallets.grant(r, "alice", 10)
+
+    async def scenario() -> tuple[Any, Any, float]:
+        async with Host(config, [spec], upstream=upstream, rpc_timeout_s=10) as host:
+            started = time.monotonic()
+            faulted = await host.handle("GET", "/faulty", {"apikey": "ka"})
+            elapsed = time.monotonic() - started
+            paid = await host.handle("GET", "/paid", {"apikey": "ka"})
+            return faulted, paid, elapsed
+
+    faulted, paid, elapsed = asyncio.run(scenario())
+    assert elapsed < 5
+    assert any("boom before any PDK call" in e for e in faulted.errors)
+    assert faulted.status == 200  # Kong logs the error and goes on
+    assert paid.status == 200 and paid.header("X-Credits-Remaining") == "9"
