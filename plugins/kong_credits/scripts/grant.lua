@@ -41,6 +41,7 @@ if left > 0 then
   redis.call('ZADD', w.burn, 0, member)
   if expires > 0 then
     redis.call('ZADD', w.expiry, expires, member)
+    note_expiry(w, expires)
   end
   put(w, 'balance', num(w, 'balance') + left)
 end

@@ -23,7 +23,7 @@ local STATE_FIELDS = {
   'cap_day', 'cap_month', 'cap_soft', 'member_cap_day', 'member_cap_month',
   'day_id', 'spent_day', 'drawn_day', 'cap_alerted_day',
   'month_id', 'spent_month', 'drawn_month', 'cap_alerted_month',
-  'burn_minute', 'burn_current', 'burn_ewma', 'burn_minutes', 'abuse_active',
+  'burn_minute', 'burn_current', 'burn_ewma', 'burn_minutes', 'abuse_active', 'next_expiry',
 }
 local TEXT_FIELDS = {thresholds = true}
 
@@ -70,7 +70,8 @@ local function ledger_add(w, kind, ref, amount, balance, now)
 end
 
 -- Drop grants whose expiry has passed: their credits leave the balance (and the amount the
--- used-percentage alerts count as granted) for good.
+-- used-share alerts count as granted) for good. `next_expiry` (the soonest expiry of a live
+-- grant, 0 = none) spares the look-up on every other call.
 local function sweep_expired(w)
   local expired = redis.call('ZRANGEBYSCORE', w.expiry, '-inf', w.now)
   for _, member in ipairs(expired) do
@@ -79,10 +80,20 @@ local function sweep_expired(w)
     redis.call('ZREM', w.burn, member)
     redis.call('ZREM', w.expiry, member)
     if left > 0 then
-      local balance = redis.call('HINCRBY', w.state, 'balance', -left)
-      redis.call('HINCRBY', w.state, 'granted', -left)
-      ledger_add(w, 'expire', id, -left, balance, w.now)
+      put(w, 'balance', num(w, 'balance') - left)
+      put(w, 'granted', num(w, 'granted') - left)
+      ledger_add(w, 'expire', id, -left, num(w, 'balance') - num(w, 'overdraft'), w.now)
     end
+  end
+  local soonest = redis.call('ZRANGE', w.expiry, 0, 0, 'WITHSCORES')
+  put(w, 'next_expiry', soonest[2] and tonumber(soonest[2]) or 0)
+end
+
+-- A grant with an expiry went (back) into the wallet: keep `next_expiry` the soonest.
+local function note_expiry(w, expires)
+  local soonest = num(w, 'next_expiry')
+  if soonest == 0 or expires < soonest then
+    put(w, 'next_expiry', expires)
   end
 end
 
@@ -91,13 +102,16 @@ local function open_wallet(name, first, now)
   local w = {name = name, state = KEYS[first], remaining = KEYS[first + 1],
              burn = KEYS[first + 2], expiry = KEYS[first + 3], ledger = KEYS[first + 4],
              now = now, f = {}, dirty = {}}
-  sweep_expired(w)
   local values = redis.call('HMGET', w.state, unpack(STATE_FIELDS))
   for i, field in ipairs(STATE_FIELDS) do
     local v = values[i]
     if v then
       w.f[field] = TEXT_FIELDS[field] and v or tonumber(v)
     end
+  end
+  local soonest = num(w, 'next_expiry')
+  if soonest > 0 and soonest <= now then
+    sweep_expired(w)
   end
   -- Spending counters are per calendar day and month (UTC); a new period starts at zero.
   local day = math.floor(now / 86400000)
@@ -185,6 +199,7 @@ local function refund(w, burned, amount)
       redis.call('ZADD', w.burn, 0, member)
       if expires ~= NO_EXPIRY then
         redis.call('ZADD', w.expiry, expires, member)
+        note_expiry(w, expires)
       end
       put(w, 'balance', num(w, 'balance') + give)
     end
