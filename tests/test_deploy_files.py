@@ -70,7 +70,8 @@ def test_kong_yml_validates_against_the_dumped_schemas():
 def test_compose_wires_kong_redis_and_upstream():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "kong", "upstream"} <= set(services)
+    assert {"redis", "kong", "upstream", "forwarder"} <= set(services)
+    assert services["forwarder"]["command"][0] == "forwarder"
     kong = services["kong"]
     assert (ROOT / kong["build"]["context"] / kong["build"]["dockerfile"]).exists()
     assert kong["environment"]["KONG_CREDITS_REDIS_URL"].startswith("redis://redis:")

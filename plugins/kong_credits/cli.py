@@ -245,11 +245,16 @@ def render_config(pricing: str, kong_yml: str, output: str | None, check: bool) 
 
 
 def _register_subcommands() -> None:
+    from .alerts_cli import alerts_command
+    from .forwarder_cli import dlq_command, forwarder_command
     from .host.command import host_command
     from .pluginserver.command import pluginserver_command
 
     main.add_command(pluginserver_command)
     main.add_command(host_command)
+    main.add_command(forwarder_command)
+    main.add_command(dlq_command)
+    main.add_command(alerts_command)
 
 
 _register_subcommands()

@@ -14,8 +14,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["PREFIX", "SHARDS", "WalletKeys", "alert_stream", "alert_streams", "event_stream",
-           "event_streams", "parent_of", "shard_of"]
+__all__ = ["PREFIX", "SHARDS", "WalletKeys", "alert_stream", "alert_streams",
+           "dead_letter_stream", "dead_letter_streams", "event_stream", "event_streams",
+           "parent_of", "shard_of", "shard_of_stream"]
 
 PREFIX = "kc"
 SHARDS = 16
@@ -54,6 +55,21 @@ def alert_stream(shard: int) -> str:
 def alert_streams() -> list[str]:
     """All alert streams, in shard order (what `kong-credits alerts` delivers)."""
     return [alert_stream(shard) for shard in range(SHARDS)]
+
+
+def dead_letter_stream(shard: int) -> str:
+    """STREAM of entries a sink refused for good, with the reason (dlq.py). It shares the
+    shard's tag, so moving an entry there and acknowledging it is one MULTI in one slot."""
+    return f"{_tag(shard)}:dlq"
+
+
+def dead_letter_streams() -> list[str]:
+    return [dead_letter_stream(shard) for shard in range(SHARDS)]
+
+
+def shard_of_stream(stream: str) -> int:
+    """The shard of an event or alert stream key (KeyError for any other key)."""
+    return _SHARD_OF_STREAM[stream]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +147,7 @@ class WalletKeys:
     def rate_limit(self, consumer: str, period_s: int) -> str:
         """HASH bucket index -> admitted requests: one sliding window of one consumer."""
         return f"{_tag(self.shard)}:rl:{consumer}:{period_s}"
+
+
+_SHARD_OF_STREAM = {name: shard for shard in range(SHARDS)
+                    for name in (event_stream(shard), alert_stream(shard))}

@@ -1,0 +1,194 @@
+"""One consumer of a Redis consumer group over the event streams: read, reclaim, ack.
+
+An entry stays in the group's pending list (PEL) from XREADGROUP until XACK, so a consumer
+that dies mid-batch loses nothing: XAUTOCLAIM hands its entries, once idle long enough, to
+another consumer. Every call names one stream or pipelines one command per stream, except
+`read_new` on a single Redis, which names all streams in one XREADGROUP; with `per_shard`
+it reads stream by stream, which is what Redis Cluster needs (each stream in its own slot).
+Needs a client with decode_responses=True and Redis 7.0 or newer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .dlq import dead_letter_fields
+from .keys import dead_letter_stream, event_streams, shard_of_stream
+
+__all__ = ["Backlog", "ConsumerGroup", "StreamEntry"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One stream entry as read: where it lives and its string fields."""
+
+    stream: str
+    entry_id: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Events the group has not finished: `lag` never read (None: Redis cannot tell),
+    `pending` read but not acknowledged."""
+
+    lag: int | None
+    pending: int
+
+
+def _by_stream(entries: Iterable[StreamEntry]) -> dict[str, list[str]]:
+    ids: dict[str, list[str]] = defaultdict(list)
+    for entry in entries:
+        ids[entry.stream].append(entry.entry_id)
+    return ids
+
+
+def _entries(reply: Any) -> list[StreamEntry]:
+    """Decode XREADGROUP: RESP2 [[stream, entries], ...], RESP3 {stream: [entries]}."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        pairs = [(stream, value[0] if value else []) for stream, value in reply.items()]
+    else:
+        pairs = reply
+    return [StreamEntry(stream, entry_id, fields or {})
+            for stream, items in pairs for entry_id, fields in items]
+
+
+class ConsumerGroup:
+    """`consumer` in `group` on `streams` (all shards' event streams by default)."""
+
+    def __init__(self, client: redis.Redis, group: str, consumer: str,
+                 streams: Sequence[str] | None = None, *, per_shard: bool = False) -> None:
+        self.client = client
+        self.group = group
+        self.consumer = consumer
+        self.streams = list(streams if streams is not None else event_streams())
+        self.per_shard = per_shard
+        self._cursors = dict.fromkeys(self.streams, "0-0")
+        self._next_shard = 0
+
+    def ensure(self) -> None:
+        """Create the group on every stream (from the first entry: nothing is skipped)."""
+        for stream in self.streams:
+            try:
+                self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read_own_pending(self, count: int) -> list[StreamEntry]:
+        """Entries this consumer name read earlier and never acknowledged (a restart)."""
+        out: list[StreamEntry] = []
+        for stream in self.streams:
+            after = "0"
+            while True:
+                got = _entries(self.client.xreadgroup(
+                    self.group, self.consumer, {stream: after}, count=count))
+                if not got:
+                    break
+                out.extend(e for e in got if e.fields)  # no fields: deleted, see reclaim()
+                after = got[-1].entry_id
+        return out
+
+    def read_new(self, count: int, block_ms: int | None) -> list[StreamEntry]:
+        """New entries for this consumer. One XREADGROUP over all streams (up to `count`
+        per stream, blocking up to `block_ms`), or with `per_shard` one non-blocking call per
+        stream, rotating the first, until `count` entries are in hand."""
+        if not self.per_shard:
+            return _entries(self.client.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(self.streams, ">"),
+                count=count, block=block_ms))
+        out: list[StreamEntry] = []
+        start = self._next_shard
+        self._next_shard = (start + 1) % len(self.streams)
+        for i in range(len(self.streams)):
+            stream = self.streams[(start + i) % len(self.streams)]
+            out.extend(_entries(self.client.xreadgroup(
+                self.group, self.consumer, {stream: ">"}, count=count - len(out))))
+            if len(out) >= count:
+                break
+        return out
+
+    def reclaim(self, min_idle_ms: int, count: int) -> tuple[list[StreamEntry], int]:
+        """XAUTOCLAIM entries idle at least `min_idle_ms` (a dead or stuck consumer's), one
+        step per stream from where the last call stopped. Returns them and the number of
+        pending entries whose data was deleted from the stream (Redis drops those from the
+        PEL: they can no longer be delivered)."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xautoclaim(stream, self.group, self.consumer, min_idle_ms,
+                            start_id=self._cursors[stream], count=count)
+        out: list[StreamEntry] = []
+        deleted = 0
+        for stream, reply in zip(self.streams, pipe.execute(), strict=True):
+            self._cursors[stream] = reply[0]
+            out.extend(StreamEntry(stream, entry_id, fields) for entry_id, fields in reply[1]
+                       if entry_id is not None and fields is not None)
+            deleted += len(reply[2]) if len(reply) > 2 else 0
+        return out, deleted
+
+    def touch(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
+        """Reset the idle time of entries this consumer is still working on, so nobody
+        reclaims them; returns those still pending (another consumer may have acked some)."""
+        ids = _by_stream(entries)
+        pipe = self.client.pipeline(transaction=False)
+        for stream, entry_ids in ids.items():
+            pipe.xclaim(stream, self.group, self.consumer, 0, entry_ids, justid=True)
+        still = {(stream, entry_id) for stream, claimed in zip(ids, pipe.execute(), strict=True)
+                 for entry_id in claimed}
+        return [e for e in entries if (e.stream, e.entry_id) in still]
+
+    def ack(self, entries: Sequence[StreamEntry]) -> None:
+        """XACK delivered entries: they leave the pending list for good."""
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for stream, entry_ids in _by_stream(entries).items():
+            pipe.xack(stream, self.group, *entry_ids)
+        pipe.execute()
+
+    def dead_letter(self, rejected: Sequence[tuple[StreamEntry, str]], sink: str) -> None:
+        """Copy each entry with its reason to its shard's dead-letter stream and ack it, in
+        one MULTI per shard: the entry is in exactly one of the two lists at any time."""
+        by_stream: dict[str, list[tuple[StreamEntry, str]]] = defaultdict(list)
+        for entry, reason in rejected:
+            by_stream[entry.stream].append((entry, reason))
+        now_ms = int(time.time() * 1000)
+        for stream, items in by_stream.items():
+            pipe = self.client.pipeline(transaction=True)
+            for entry, reason in items:
+                pipe.xadd(dead_letter_stream(shard_of_stream(stream)), dead_letter_fields(
+                    entry.fields, reason=reason, sink=sink, group=self.group,
+                    source=stream, source_id=entry.entry_id, at_ms=now_ms))
+            pipe.xack(stream, self.group, *(entry.entry_id for entry, _ in items))
+            pipe.execute()
+
+    def pending(self) -> int:
+        """Entries read by any consumer of the group and not acknowledged yet."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xpending(stream, self.group)
+        return sum(int(reply["pending"]) for reply in pipe.execute())
+
+    def backlog(self) -> Backlog:
+        """Lag and pending over all streams, from XINFO GROUPS."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        lag: int | None = 0
+        pending = 0
+        for groups in pipe.execute():
+            mine = next((g for g in groups if g.get("name") == self.group), None)
+            if mine is None:
+                continue
+            pending += int(mine.get("pending") or 0)
+            stream_lag = mine.get("lag")
+            lag = None if lag is None or stream_lag is None else lag + int(stream_lag)
+        return Backlog(lag=lag, pending=pending)

@@ -1,0 +1,262 @@
+"""The forwarder: rated events from the Redis streams to a billing sink, at least once.
+
+Loop: take entries (reclaimed from dead consumers, else new), deliver them in batches, XACK
+what the sink confirmed, dead-letter what it refused for good, retry the rest with backoff.
+It should be easy to see that:
+1. nothing is lost: an entry leaves the pending list only by XACK after the sink confirmed
+   it, or by the MULTI that copies it to the dead-letter stream; a crash at any point leaves
+   it pending, and XAUTOCLAIM gives it to another forwarder once idle for `claim_idle_ms`;
+2. nothing is billed twice: an entry may be sent again (a crash between delivery and XACK,
+   a timeout after the backend stored it, a reclaim race), but always under its event id,
+   which every sink's backend deduplicates on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from .consumer_group import ConsumerGroup, StreamEntry
+from .errors import InvalidInput
+from .forwarder_metrics import ForwarderMetrics, Tally
+from .rated_event import RatedEvent
+from .retry import Backoff
+from .sinks.base import Sink
+
+__all__ = ["Forwarder", "ForwarderOptions"]
+
+log = logging.getLogger(__name__)
+_BACKLOG_EVERY_S = 10.0
+"""How often the lag and pending gauges are refreshed between summaries."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderOptions:
+    """How the forwarder runs; `Forwarder` documents each field's effect."""
+
+    batch_size: int = 100
+    drain: bool = False
+    claim_idle_ms: int = 60_000
+    block_ms: int = 1_000
+    max_attempts: int = 10
+    backoff: Backoff = field(default_factory=Backoff)
+    summary_interval_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "claim_idle_ms", "block_ms", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+class _GiveUp(Exception):
+    """Draining, and a batch failed max_attempts times: leave it pending, exit 1."""
+
+
+class Forwarder:
+    """Delivers `group`'s events to `sink` until `stop` is set.
+
+    batch_size: events per delivery call (at most the sink's max_batch).
+    drain: exit 0 once nothing is pending and nothing new is left; exit 1 when one batch
+      or Redis failed `max_attempts` times in a row without progress (its events stay
+      pending). Without drain, retry forever with backoff.
+    claim_idle_ms: reclaim another consumer's entries once idle this long; entries in hand
+      are touched well before, so a slow but live forwarder keeps its own.
+    """
+
+    def __init__(self, group: ConsumerGroup, sink: Sink, options: ForwarderOptions, *,
+                 metrics: ForwarderMetrics | None = None,
+                 stop: threading.Event | None = None,
+                 parse: Callable[[Mapping[str, str]], Any] = RatedEvent.from_fields) -> None:
+        """`parse` turns a stream entry into what the sink delivers (anything with a unique
+        `event_id`); it raises InvalidInput for an entry to dead-letter as malformed."""
+        self.group = group
+        self.parse = parse
+        self.sink = sink
+        self.options = options
+        self.metrics = metrics or ForwarderMetrics(sink.name)
+        self.stop = stop or threading.Event()
+        self.batch_size = min(options.batch_size, sink.max_batch)
+        self._touch_after_s = options.claim_idle_ms / 4000
+        self._reclaim_every_s = min(max(options.claim_idle_ms / 2000, 0.05), 30.0)
+        self._next_reclaim = 0.0
+        self._summary_at = time.monotonic() + options.summary_interval_s
+        self._backlog_at = 0.0
+        self._summarized = Tally()
+        self._in_hand: list[tuple[StreamEntry, RatedEvent]] = []
+        """Entries read and parsed, waiting for the batches before them."""
+        self._touched_at = 0.0
+
+    def run(self) -> int:
+        """Forward until stopped (0), or with drain until done (0) or failing (1)."""
+        self.group.ensure()
+        redis_failures = 0
+        inbox = self.group.read_own_pending(self.batch_size)
+        while not self.stop.is_set():
+            try:
+                entries, inbox = inbox or self._fetch(), []
+                if entries:
+                    self._forward(entries)
+                elif self.options.drain and self._drained():
+                    break
+                redis_failures = 0
+            except _GiveUp:
+                self._summarize()
+                return 1
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                redis_failures += 1
+                self.metrics.redis_error()
+                log.warning("Redis unavailable (%d in a row): %s", redis_failures, exc)
+                if self.options.drain and redis_failures >= self.options.max_attempts:
+                    self._summarize()
+                    return 1
+                self.stop.wait(self.options.backoff.delay_s(redis_failures))
+            self._maybe_summarize()
+        self._summarize()
+        return 0
+
+    def _fetch(self) -> list[StreamEntry]:
+        """Reclaimed entries when a reclaim is due and finds some, else new ones."""
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self._reclaim_every_s
+            claimed, deleted = self.group.reclaim(self.options.claim_idle_ms, self.batch_size)
+            if deleted:
+                self.metrics.lost(deleted)
+                log.error("%d pending events were deleted from the streams before delivery: "
+                          "they cannot be billed", deleted)
+            if claimed:
+                log.info("reclaimed %d events idle for %d ms or more", len(claimed),
+                         self.options.claim_idle_ms)
+                return claimed
+        block_ms = None if self.options.drain else self.options.block_ms
+        entries = self.group.read_new(self.batch_size, block_ms)
+        if not entries and self.group.per_shard and not self.options.drain:
+            self.stop.wait(min(self.options.block_ms, 200) / 1000)
+        return entries
+
+    def _drained(self) -> bool:
+        """Nothing new was read: done if no consumer holds anything either; else wait for
+        the holders to ack, or to go idle so that the next reclaim takes their entries."""
+        if self.group.pending() == 0:
+            return True
+        self.stop.wait(min(self.options.claim_idle_ms / 4000, 0.25))
+        self._next_reclaim = 0.0
+        return False
+
+    def _forward(self, entries: Sequence[StreamEntry]) -> None:
+        """Parse, dead-letter the malformed, deliver the rest batch by batch. Entries in hand
+        are touched every claim_idle_ms / 4, so no other forwarder reclaims them meanwhile."""
+        self._in_hand = []
+        malformed: list[tuple[StreamEntry, str]] = []
+        for entry in entries:
+            try:
+                self._in_hand.append((entry, self.parse(entry.fields)))
+            except InvalidInput as exc:
+                malformed.append((entry, f"malformed event: {exc}"))
+        if malformed:
+            self.group.dead_letter(malformed, self.sink.name)
+            self.metrics.dead_letter(len(malformed))
+            log.error("dead-lettered %d malformed stream entries", len(malformed))
+        self._touched_at = time.monotonic()
+        while self._in_hand and not self.stop.is_set():
+            batch = self._in_hand[:self.batch_size]
+            del self._in_hand[:self.batch_size]
+            self._deliver(self._hold(batch))
+        self._in_hand = []
+
+    def _hold(self, batch: list[tuple[StreamEntry, RatedEvent]]
+              ) -> list[tuple[StreamEntry, RatedEvent]]:
+        """Touch `batch` and the rest in hand when due; keep what is still pending."""
+        if time.monotonic() - self._touched_at < self._touch_after_s:
+            return batch
+        held = {(e.stream, e.entry_id)
+                for e in self.group.touch([e for e, _ in batch + self._in_hand])}
+        self._touched_at = time.monotonic()
+        self._in_hand = [(e, ev) for e, ev in self._in_hand if (e.stream, e.entry_id) in held]
+        return [(e, ev) for e, ev in batch if (e.stream, e.entry_id) in held]
+
+    def _wait(self, batch: list[tuple[StreamEntry, RatedEvent]], delay_s: float
+              ) -> list[tuple[StreamEntry, RatedEvent]] | None:
+        """Back off for `delay_s` while holding the entries; None when stopping."""
+        deadline = time.monotonic() + delay_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(left, self._touch_after_s)):
+                return None
+            batch = self._hold(batch)
+        return self._hold(batch)
+
+    def _deliver(self, batch: list[tuple[StreamEntry, RatedEvent]]) -> None:
+        """Deliver one batch until every event is acked or dead-lettered (or we stop)."""
+        failures = 0
+        while batch:
+            entries_of: dict[str, list[StreamEntry]] = {}
+            events: list[RatedEvent] = []
+            for entry, event in batch:
+                if event.event_id not in entries_of:
+                    events.append(event)
+                entries_of.setdefault(event.event_id, []).append(entry)
+            started = time.monotonic()
+            outcome = self.sink.deliver(events)
+            seconds = time.monotonic() - started
+            self.group.ack([e for event_id in outcome.delivered for e in entries_of[event_id]])
+            self.group.dead_letter([(e, reason) for event_id, reason in outcome.rejected.items()
+                                    for e in entries_of[event_id]], self.sink.name)
+            unresolved = outcome.unresolved(events)
+            self.metrics.delivery(delivered=len(outcome.delivered),
+                                  dead_lettered=len(outcome.rejected),
+                                  unresolved=len(unresolved), seconds=seconds)
+            log.debug("batch to %s: %d delivered, %d dead-lettered, %d to retry, %.3f s",
+                      self.sink.name, len(outcome.delivered), len(outcome.rejected),
+                      len(unresolved), seconds)
+            for event_id, reason in outcome.rejected.items():
+                log.warning("dead-lettered event %s: %s", event_id, reason)
+            if not unresolved:
+                return
+            progressed = outcome.delivered or outcome.rejected
+            failures = 1 if progressed else failures + 1
+            self.metrics.retry(len(unresolved))
+            if self.options.drain and failures >= self.options.max_attempts:
+                log.error("giving up after %d attempts, %d events stay pending: %s",
+                          failures, len(unresolved), outcome.retry_reason)
+                raise _GiveUp
+            delay_s = self.options.backoff.delay_s(failures, outcome.retry_after_s)
+            log.warning("retrying %d events in %.2f s (attempt %d): %s", len(unresolved),
+                        delay_s, failures + 1, outcome.retry_reason)
+            left = {event.event_id for event in unresolved}
+            waited = self._wait([(e, ev) for e, ev in batch if ev.event_id in left], delay_s)
+            if waited is None:
+                return
+            batch = waited
+
+    def _maybe_summarize(self) -> None:
+        now = time.monotonic()
+        if now >= self._summary_at:
+            self._summarize()
+        elif now >= self._backlog_at:
+            self._backlog()
+
+    def _backlog(self) -> tuple[str, str]:
+        """Lag and pending as text for the log; also sets the Prometheus gauges."""
+        self._backlog_at = time.monotonic() + _BACKLOG_EVERY_S
+        try:
+            backlog = self.group.backlog()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return "unknown", "unknown"
+        self.metrics.backlog(backlog.lag, backlog.pending)
+        return "unknown" if backlog.lag is None else str(backlog.lag), str(backlog.pending)
+
+    def _summarize(self) -> None:
+        """The info line: what happened since the last one, and what is left."""
+        self._summary_at = time.monotonic() + self.options.summary_interval_s
+        recent = self.metrics.tally - self._summarized
+        self._summarized = self.metrics.tally
+        lag, pending = self._backlog()
+        log.info("forwarder to %s: %d delivered, %d retried, %d dead-lettered, %d lost; "
+                 "lag %s, pending %s", self.sink.name, recent.delivered, recent.retried,
+                 recent.dead_lettered, recent.lost, lag, pending)

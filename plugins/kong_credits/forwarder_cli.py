@@ -1,0 +1,282 @@
+"""`kong-credits forwarder` and `kong-credits dlq`: parse options, build the parts, run.
+
+Register on the main group with `main.add_command(forwarder_command)` and
+`main.add_command(dlq_command)`; `python -m kong_credits.forwarder_cli` runs both standalone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+import redis
+
+from .consumer_group import ConsumerGroup
+from .customers import DEFAULT_CUSTOMERS_PATH, CustomerMap
+from .dlq import list_dead_letters, replay
+from .errors import InvalidInput
+from .forwarder import Forwarder, ForwarderOptions
+from .forwarder_keys import group_name
+from .forwarder_metrics import ForwarderMetrics
+from .retry import Backoff
+from .sinks import SINKS, Sink, SinkConfig, http_client
+from .sinks.lago import ID_FIELDS
+
+__all__ = ["dlq_command", "forwarder_command"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL_ENV = "KONG_CREDITS_REDIS_URL"
+"""The same default and variable as every other kong-credits command (cli.py)."""
+API_KEY_ENV = "KONG_CREDITS_SINK_API_KEY"
+HMAC_SECRET_ENV = "KONG_CREDITS_SINK_HMAC_SECRET"
+
+F = TypeVar("F", bound=Callable[..., Any])
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _redis_url_option(command: F) -> F:
+    return click.option(
+        "--redis-url", envvar=REDIS_URL_ENV, default=DEFAULT_REDIS_URL, show_default=True,
+        help=f"Redis holding the event streams (env {REDIS_URL_ENV}).",
+    )(command)
+
+
+def _cluster_option(command: F) -> F:
+    return click.option(
+        "--cluster", is_flag=True,
+        help="--redis-url is a Redis Cluster node: use a cluster client (and read each "
+        "shard's stream with its own command).")(command)
+
+
+def _sink_options(command: F) -> F:
+    """The options that pick and configure a sink (forwarder and dlq retry share them)."""
+    options = [
+        click.option("--sink", "kind", type=click.Choice(sorted(SINKS)), required=True,
+                     help="The billing backend."),
+        click.option("--url", help="Backend base URL (http: the endpoint itself). Defaults: "
+                     "openmeter https://openmeter.cloud, lago https://api.getlago.com, "
+                     "stripe https://api.stripe.com, orb https://api.withorb.com."),
+        click.option("--api-key", envvar=API_KEY_ENV,
+                     help=f"Bearer token / API key (env {API_KEY_ENV}); http: optional."),
+        click.option("--event-name", help="CloudEvents type (http, openmeter; default "
+                     "kong-credits.request), Lago billable metric code, Stripe meter "
+                     "event name, Orb event name."),
+        click.option("--source", default="kong-credits", show_default=True,
+                     help="CloudEvents source (http, openmeter)."),
+        click.option("--hmac-secret", envvar=HMAC_SECRET_ENV,
+                     help=f"http: sign each body with HMAC-SHA256 (env {HMAC_SECRET_ENV})."),
+        click.option("--signature-header", default="X-Signature-256", show_default=True,
+                     help="http: header carrying sha256=<hex digest>."),
+        click.option("--customers", "customers_path", type=click.Path(dir_okay=False),
+                     help=f"Wallet -> customer id mapping (default {DEFAULT_CUSTOMERS_PATH} "
+                     "when it exists; else the wallet name)."),
+        click.option("--lago-id-field", type=click.Choice(ID_FIELDS),
+                     default=ID_FIELDS[0], show_default=True,
+                     help="lago: the event field the customer id goes into."),
+        click.option("--concurrency", type=click.IntRange(1, 64), default=4,
+                     show_default=True,
+                     help="stripe: customers sent to at once (one call per customer at a time)."),
+        click.option("--timeout-s", type=click.FloatRange(0.1, 300), default=10.0,
+                     show_default=True, help="Per-request timeout."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _customers(path: str | None) -> CustomerMap:
+    if path is None and not DEFAULT_CUSTOMERS_PATH.exists():
+        return CustomerMap()
+    return CustomerMap.load(Path(path or DEFAULT_CUSTOMERS_PATH), sinks=SINKS)
+
+
+@contextmanager
+def _sink(kind: str, **settings: Any) -> Iterator[Sink]:
+    """The sink and its shared HTTP client, both closed on exit; bad options exit 2."""
+    customers_path = settings.pop("customers_path")
+    try:
+        config = SinkConfig(customers=_customers(customers_path), **settings)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from exc
+    client: httpx.Client = http_client(config)
+    try:
+        try:
+            sink = SINKS[kind](client, config)
+        except InvalidInput as exc:
+            raise click.UsageError(str(exc)) from exc
+        try:
+            yield sink
+        finally:
+            sink.close()
+    finally:
+        client.close()
+
+
+def redis_client(url: str, *, read_timeout_s: float, cluster: bool = False) -> redis.Redis:
+    """A client decoding replies to str (ConsumerGroup and dlq need that)."""
+    settings: dict[str, Any] = {"decode_responses": True, "socket_timeout": read_timeout_s,
+                                "socket_connect_timeout": 5}
+    try:
+        if cluster:
+            return redis.RedisCluster.from_url(url, **settings)  # type: ignore[return-value]
+        return redis.Redis.from_url(url, health_check_interval=30, **settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--redis-url") from exc
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT finish the delivery call in flight, then stop (entries not yet acked
+    stay pending for the next forwarder)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@click.command("forwarder", context_settings={"help_option_names": ["-h", "--help"]})
+@_sink_options
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Events per delivery call (capped at the sink's maximum).")
+@click.option("--drain", is_flag=True,
+              help="Deliver everything pending, then exit 0 (1 if a batch keeps failing).")
+@click.option("--group", help="Consumer group (default forwarder:<sink>); each group "
+              "receives every event once.")
+@click.option("--consumer", help="This process's consumer name (default hostname-pid).")
+@click.option("--claim-idle-ms", type=click.IntRange(100), default=60_000, show_default=True,
+              help="Take over another consumer's events once idle this long.")
+@click.option("--block-ms", type=click.IntRange(1, 60_000), default=1_000, show_default=True,
+              help="Longest wait for new events per read.")
+@click.option("--max-attempts", type=click.IntRange(1), default=10, show_default=True,
+              help="With --drain: give up on a batch after this many failed attempts.")
+@click.option("--backoff-base-ms", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--backoff-max-ms", type=click.IntRange(1), default=30_000, show_default=True)
+@click.option("--summary-interval-s", type=click.FloatRange(0.1), default=60.0,
+              show_default=True, help="How often to log the info summary.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@_cluster_option
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+@_redis_url_option
+def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None,
+                      consumer: str | None, claim_idle_ms: int, block_ms: int,
+                      max_attempts: int, backoff_base_ms: int, backoff_max_ms: int,
+                      summary_interval_s: float, metrics_port: int | None, metrics_host: str,
+                      cluster: bool, log_level: str, redis_url: str,
+                      **sink_settings: Any) -> None:
+    """Deliver rated events to a billing backend: at least once, deduplicated by event id."""
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    try:
+        options = ForwarderOptions(
+            batch_size=batch_size, drain=drain, claim_idle_ms=claim_idle_ms, block_ms=block_ms,
+            max_attempts=max_attempts, summary_interval_s=summary_interval_s,
+            backoff=Backoff(backoff_base_ms / 1000, max(backoff_max_ms, backoff_base_ms) / 1000))
+    except (InvalidInput, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10, cluster=cluster)
+    consumers = ConsumerGroup(client, group or group_name(kind),
+                              consumer or f"{socket.gethostname()}-{os.getpid()}",
+                              per_shard=cluster)
+    with _sink(kind, **sink_settings) as sink, stop_on_signals() as stop:
+        metrics = ForwarderMetrics(sink.name)
+        stop_metrics = None
+        if metrics_port is not None:
+            port, stop_metrics = metrics.serve(metrics_port, metrics_host)
+            logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", metrics_host,
+                                             port)
+        try:
+            code = Forwarder(consumers, sink, options, metrics=metrics, stop=stop).run()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise click.ClickException(f"Redis unavailable: {exc}") from exc
+        finally:
+            if stop_metrics:
+                stop_metrics()
+            client.close()
+    raise SystemExit(code)
+
+
+@click.group("dlq", context_settings={"help_option_names": ["-h", "--help"]})
+def dlq_command() -> None:
+    """Inspect and replay events a sink refused for good."""
+
+
+@dlq_command.command("list")
+@click.option("--group", help="Only this consumer group's dead letters.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_cluster_option
+@_redis_url_option
+def dlq_list(group: str | None, limit: int, as_json: bool, cluster: bool,
+             redis_url: str) -> None:
+    """Dead-lettered events, oldest first, with the reason."""
+    client = redis_client(redis_url, read_timeout_s=10, cluster=cluster)
+    try:
+        letters = list_dead_letters(client, group=group, limit=limit)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise click.ClickException(f"Redis unavailable: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps([d.to_json() for d in letters], separators=(",", ":")))
+        return
+    for d in letters:
+        event = d.fields
+        click.echo(f"{d.entry_id}  {event.get('event_id', '?')}  wallet={event.get('wallet')}"
+                   f"  cost={event.get('cost')}  {d.group}  attempts={d.attempts}  {d.reason}")
+    click.echo(f"{len(letters)} dead letter(s)")
+
+
+@dlq_command.command("retry")
+@_sink_options
+@click.option("--group", help="Replay this group's dead letters (default forwarder:<sink>).")
+@click.option("--event-id", "event_ids", multiple=True,
+              help="Replay only this event's dead letter (repeatable; any group).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1_000, show_default=True)
+@_cluster_option
+@_redis_url_option
+def dlq_retry(kind: str, group: str | None, event_ids: tuple[str, ...], limit: int,
+              cluster: bool,
+              redis_url: str, **sink_settings: Any) -> None:
+    """Send dead letters to the sink again: delivered ones leave the DLQ. Exit 1 if any stay."""
+    client = redis_client(redis_url, read_timeout_s=10, cluster=cluster)
+    with _sink(kind, **sink_settings) as sink:
+        try:
+            letters = list_dead_letters(
+                client, group=None if event_ids else group or group_name(kind),
+                event_ids=event_ids, limit=limit)
+            result = replay(client, sink, letters)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise click.ClickException(f"Redis unavailable: {exc}") from exc
+    click.echo(f"replayed {len(letters)} dead letter(s): {result.delivered} delivered, "
+               f"{result.rejected} refused again, {result.unresolved} not delivered"
+               + (f" ({result.retry_reason})" if result.retry_reason else ""))
+    if result.rejected or result.unresolved:
+        raise SystemExit(1)
+
+
+def _standalone() -> click.Group:
+    group = click.Group("kong-credits", help="The forwarder and DLQ commands of kong-credits.")
+    group.add_command(forwarder_command)
+    group.add_command(dlq_command)
+    return group
+
+
+if __name__ == "__main__":
+    _standalone()(prog_name="kong-credits")

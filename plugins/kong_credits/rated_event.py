@@ -1,0 +1,78 @@
+"""A rated event as the engine appended it to an event stream, parsed and checked once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .errors import InvalidInput
+
+__all__ = ["MalformedEvent", "RatedEvent", "rfc3339"]
+
+_REQUIRED = ("event_id", "wallet", "cost", "timestamp")
+_TEXT = ("consumer", "route", "service", "method", "path")
+
+
+class MalformedEvent(InvalidInput):
+    """A stream entry that is not a rated event (missing id, cost not an integer, ...)."""
+
+
+def _integer(fields: Mapping[str, str], name: str) -> int:
+    text = fields[name]
+    if not text.isascii() or not text.isdigit():
+        raise MalformedEvent(f"{name} must be a non-negative integer, not {text!r}")
+    return int(text)
+
+
+def _optional_integer(fields: Mapping[str, str], name: str) -> int | None:
+    return _integer(fields, name) if fields.get(name) else None
+
+
+def rfc3339(timestamp_ms: int) -> str:
+    """UTC time with milliseconds, e.g. 2026-01-01T00:00:00.001Z (CloudEvents, Orb)."""
+    moment = datetime.fromtimestamp(timestamp_ms // 1000, tz=UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{timestamp_ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class RatedEvent:
+    """One admitted request: `event_id` is unique and the idempotency key of every sink."""
+
+    event_id: str
+    wallet: str
+    cost: int
+    timestamp_ms: int
+    consumer: str = ""
+    route: str = ""
+    service: str = ""
+    method: str = ""
+    path: str = ""
+    reserved: int | None = None
+    """Settled events only: the credits held at authorize."""
+    status: int | None = None
+    """Settled events only: the upstream's HTTP status."""
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> RatedEvent:
+        """Parse the string fields of a stream entry; `MalformedEvent` says what is wrong."""
+        missing = [name for name in _REQUIRED if not fields.get(name)]
+        if missing:
+            raise MalformedEvent(f"missing field(s): {', '.join(missing)}")
+        return cls(
+            event_id=fields["event_id"], wallet=fields["wallet"],
+            cost=_integer(fields, "cost"), timestamp_ms=_integer(fields, "timestamp"),
+            reserved=_optional_integer(fields, "reserved"),
+            status=_optional_integer(fields, "status"),
+            **{name: fields.get(name, "") for name in _TEXT},
+        )
+
+    def properties(self) -> dict[str, str | int]:
+        """What a billing backend may aggregate or filter on: cost, who, what, outcome."""
+        props: dict[str, str | int] = {"cost": self.cost, "wallet": self.wallet}
+        props.update({name: getattr(self, name) for name in _TEXT})
+        if self.reserved is not None:
+            props["reserved"] = self.reserved
+        if self.status is not None:
+            props["status"] = self.status
+        return props

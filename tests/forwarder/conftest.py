@@ -1,0 +1,9 @@
+"""Fixtures of the forwarder tests; the vendor fakes live with the sink tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# billing_recorder.py (the loopback billing backend) is shared with tests/sinks.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sinks"))
