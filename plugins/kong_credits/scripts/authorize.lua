@@ -42,12 +42,8 @@ local alerts = KEYS[14]
 
 local stored = redis.call('GET', KEYS[12])
 if stored then
-  local reply = {}
-  for value in string.gmatch(stored, '[^,|]+') do
-    reply[#reply + 1] = tonumber(value)
-  end
+  local reply = decode_reply(stored)
   reply[8] = 1
-  reply[9] = string.match(stored, '|(.*)$')
   return reply
 end
 
@@ -250,19 +246,17 @@ if cost > 0 then
       'baseline_per_minute', string.format('%.2f', baseline), 'factor', ARGV[13],
       'throttle_per_minute', fmt(throttle))
   end
-  alert_thresholds(alerts, request_id, own)
-  for _, p in ipairs(PERIODS) do
-    if own.f['cap_' .. p] and spent(own, p) >= own.f['cap_' .. p] then
-      cap_alert(own, p, own.f.cap_soft == 1 and 'soft' or 'hard')
-    end
-  end
-  if from_parent > 0 then
-    alert_thresholds(alerts, request_id, parent)
+  local function alert_charged(w)
+    alert_thresholds(alerts, request_id, w)
     for _, p in ipairs(PERIODS) do
-      if parent.f['cap_' .. p] and spent(parent, p) >= parent.f['cap_' .. p] then
-        cap_alert(parent, p, parent.f.cap_soft == 1 and 'soft' or 'hard')
+      if w.f['cap_' .. p] and spent(w, p) >= w.f['cap_' .. p] then
+        cap_alert(w, p, w.f.cap_soft == 1 and 'soft' or 'hard')
       end
     end
+  end
+  alert_charged(own)
+  if from_parent > 0 then
+    alert_charged(parent)
   end
 end
 
@@ -292,10 +286,6 @@ end
 
 local reply = {200, cost, balance, shown_limit, shown_remaining, shown_reset, 0, 0, ''}
 if answer_ttl > 0 then
-  local text = {}
-  for i = 1, 8 do
-    text[i] = fmt(reply[i])
-  end
-  redis.call('SET', KEYS[12], table.concat(text, ',') .. '|' .. reply[9], 'PX', answer_ttl)
+  redis.call('SET', KEYS[12], encode_reply(reply), 'PX', answer_ttl)
 end
 return finish(reply)

@@ -28,10 +28,7 @@ for i = 1, #hold, 2 do
   h[hold[i]] = hold[i + 1]
 end
 if h.settled then
-  local reply = {}
-  for value in string.gmatch(h.settled, '[^,]+') do
-    reply[#reply + 1] = tonumber(value)
-  end
+  local reply = decode_reply(h.settled)
   reply[5] = 1
   return reply
 end
@@ -108,11 +105,7 @@ redis.call('XADD', KEYS[11], '*', unpack(event))
 ledger_add(own, 'settle', request_id, reserved - actual, balance, now)
 
 local reply = {200, actual, balance, unpaid, 0}
-local text = {}
-for i, value in ipairs(reply) do
-  text[i] = fmt(value)
-end
 redis.call('DEL', KEYS[12])
-redis.call('HSET', KEYS[12], 'settled', table.concat(text, ','))
+redis.call('HSET', KEYS[12], 'settled', encode_reply(reply))
 redis.call('PEXPIRE', KEYS[12], tonumber(ARGV[4]))
 return finish(reply)

@@ -31,6 +31,32 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
+-- A reply kept for idempotent retries: integers joined by commas, then an optional text
+-- after '|' (authorize's refusal reason). decode_reply(encode_reply(r)) == r.
+local function encode_reply(reply)
+  local text = {}
+  for i, value in ipairs(reply) do
+    if type(value) == 'number' then
+      text[#text + 1] = (i > 1 and ',' or '') .. fmt(value)
+    else
+      text[#text + 1] = '|' .. value
+    end
+  end
+  return table.concat(text)
+end
+
+local function decode_reply(text)
+  local reply = {}
+  for value in string.gmatch(string.match(text, '^[^|]*'), '[^,]+') do
+    reply[#reply + 1] = tonumber(value)
+  end
+  local reason = string.match(text, '|(.*)$')
+  if reason then
+    reply[#reply + 1] = reason
+  end
+  return reply
+end
+
 local function server_now_ms(requested)
   local now = tonumber(requested)
   if now and now > 0 then
