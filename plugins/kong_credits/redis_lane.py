@@ -1,8 +1,9 @@
 """A thin pipelined asyncio Redis client for the hot path: one EVALSHA per request.
 
-redis.asyncio spends ~60 us of CPU per call. Here a call encodes RESP by hand, queues it for one
-socket write per loop iteration and awaits a future that `data_received` resolves: replies come
-back in the order commands went out, so any number of concurrent callers share one connection.
+redis.asyncio spends ~60 us of CPU per call. Here a call is packed to RESP (by hiredis), queued
+for one socket write per loop iteration and awaits a future that `data_received` resolves:
+replies come back in the order commands went out, so any number of concurrent callers share
+one connection.
 One reply per command, RESP2: no pub/sub, MONITOR or MULTI; everything else stays on redis-py.
 Errors are redis-py's, so callers catch one hierarchy:
 
@@ -49,8 +50,17 @@ def _error(reply: errors.ResponseError) -> errors.RedisError:
     return kind(message) if kind else reply
 
 
-def _encode(args: Sequence[Arg]) -> bytes:
-    """One RESP array of bulk strings. Floats and bools are refused: money is integers."""
+_PLAIN = frozenset((bytes, str, int))
+
+
+def _encode(args: tuple[Arg, ...]) -> bytes:
+    """One RESP array of bulk strings. Floats and bools are refused: money is integers.
+
+    Plain bytes, str and int (every hot-path call) are packed by hiredis in C, about 2.5x
+    faster than the loop below, which takes int subclasses and refuses everything else.
+    """
+    if _PLAIN.issuperset(map(type, args)):
+        return cast(bytes, hiredis.pack_command(args))
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, bytes):

@@ -119,6 +119,16 @@ def test_event_round_trip(kong):
     assert idle(kong.status())
 
 
+def test_phase_set_to_none_on_the_instance_is_answered_ret_at_once(kong):
+    quiet = kong.start_instance("echo", {"quiet": True})
+    event_id, data = kong.handle_event(quiet, "log")
+    assert data == "ret" and isinstance(event_id, int)
+    assert idle(kong.status())
+    chatty = kong.start_instance("echo")
+    _, data = kong.handle_event(chatty, "log")
+    assert data["Method"] == "kong.log.info"
+
+
 def test_absent_data_is_none_and_bin_is_bytes(kong):
     instance_id = kong.start_instance("echo")
     event_id, _ = kong.handle_event(instance_id, "access")
@@ -326,6 +336,14 @@ def test_messages_split_across_reads_are_reassembled(kong):
     for byte in payload:
         kong.sock.sendall(bytes([byte]))
     assert [kong.receive()[0] for _ in range(2)] == [99, 99]
+
+
+def test_messages_bigger_than_the_read_buffer_arrive_whole(kong):
+    instance_id = kong.start_instance("echo")
+    event_id, _ = kong.handle_event(instance_id, "access")
+    big = "x" * 200_000  # the unpacker's buffer starts at 16 KiB
+    assert kong.step(event_id, big)["Args"] == ["X-Echo", big]
+    assert kong.step(event_id) == "ret"
 
 
 def test_connections_are_served_concurrently(server):

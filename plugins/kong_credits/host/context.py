@@ -33,40 +33,51 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
+        self._keys = [_normalize(k) for k, _ in self._items]  # lookup names, kept in step
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(list(self._items))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and _normalize(name) in self._keys
 
     def __len__(self) -> int:
         return len(self._items)
 
     def copy(self) -> Headers:
-        return Headers(self._items)
+        copied = Headers()
+        copied._items, copied._keys = list(self._items), list(self._keys)
+        return copied
 
     def get(self, name: str) -> str | None:
-        values = self.get_all(name)
-        return values[0] if values else None
+        key = _normalize(name)
+        for k, (_, v) in zip(self._keys, self._items, strict=True):
+            if k == key:
+                return v
+        return None
 
     def get_all(self, name: str) -> list[str]:
         key = _normalize(name)
-        return [v for k, v in self._items if _normalize(k) == key]
+        return [v for k, (_, v) in zip(self._keys, self._items, strict=True) if k == key]
 
     def set(self, name: str, value: str | list[str]) -> None:
         """Replace every value of `name` (an empty list clears it)."""
         self.remove(name)
-        for v in [value] if isinstance(value, str) else value:
-            self._items.append((name, v))
+        self.add(name, value)
 
     def add(self, name: str, value: str | list[str]) -> None:
+        key = _normalize(name)
         for v in [value] if isinstance(value, str) else value:
             self._items.append((name, v))
+            self._keys.append(key)
 
     def remove(self, name: str) -> None:
         key = _normalize(name)
-        self._items = [(k, v) for k, v in self._items if _normalize(k) != key]
+        if key in self._keys:
+            kept = [(k, item) for k, item in zip(self._keys, self._items, strict=True)
+                    if k != key]
+            self._keys = [k for k, _ in kept]
+            self._items = [item for _, item in kept]
 
     def lua_table(self) -> dict[str, str | list[str]]:
         """`ngx.req.get_headers()`: lowercased names; a repeated header is an array."""
@@ -207,6 +218,7 @@ class RequestContext:
     source: str | None = None  # "service", "exit" or "error"
     log: LogSnapshot | None = None
     pdk_calls: dict[str, int] = field(default_factory=dict)
+    plugin_s: dict[str, float] = field(default_factory=dict)  # phase -> s in external plugins
     calls: list[PdkCall] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what Kong would write to error.log
     logs: list[tuple[str, str, str]] = field(default_factory=list)  # (level, plugin, text)

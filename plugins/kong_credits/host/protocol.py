@@ -20,10 +20,10 @@ does (it watches idle connections and closes them on EOF).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -31,7 +31,8 @@ __all__ = ["RpcClient", "RpcError", "RpcProtocolError"]
 
 Notification = Callable[[str, Any], None]
 
-_READ_CHUNK = 65536
+_pack = msgpack.Packer(use_bin_type=True).pack  # resets after every call: safe to share
+_NOT_A_RESPONSE = "RPC response expected from Go plugin server"
 
 
 class RpcError(Exception):
@@ -46,28 +47,96 @@ class RpcProtocolError(Exception):
     """The server broke the protocol (Kong's asserts): wrong response type or msgid."""
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+class _Connection(asyncio.Protocol):
+    """One pooled socket with at most one call in flight: a Protocol, so a response wakes its
+    caller straight from `data_received` (no stream reader, no timeout task per read)."""
+
+    def __init__(self, client: RpcClient) -> None:
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        # 16 KiB, not msgpack's 1 MiB: feed() walks the whole buffer, so all of it ends up
+        # resident, for each of up to 256 pooled connections (it grows for bigger messages).
+        self._unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, read_size=16 * 1024)
+        self._received: deque[Any] = deque()
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[list[Any]] | None = None
+        self._msgid = 0
+        self._eof = False
         self.idle_since = time.monotonic()
 
     def usable(self, now: float, idle_timeout_s: float) -> bool:
-        return (not self.reader.at_eof() and not self.writer.is_closing()
-                and now - self.idle_since < idle_timeout_s)
+        return (not self._eof and self._transport is not None
+                and not self._transport.is_closing() and now - self.idle_since < idle_timeout_s)
 
-    async def read_message(self, timeout_s: float) -> Any:
-        while True:
-            with contextlib.suppress(StopIteration):
-                return next(self.unpacker)
-            data = await asyncio.wait_for(self.reader.read(_READ_CHUNK), timeout_s)
-            if not data:
-                raise EOFError
-            self.unpacker.feed(data)
+    async def request(self, payload: bytes, msgid: int, timeout_s: float) -> list[Any]:
+        """Send one request; its response, or TimeoutError/EOFError/RpcProtocolError/
+        unpacking errors (the caller then closes this connection)."""
+        assert self._transport is not None and self._waiter is None
+        waiter = self._waiter = self._loop.create_future()
+        self._msgid = msgid
+        timer = self._loop.call_later(timeout_s, self._expire, waiter)
+        try:
+            self._transport.write(payload)
+            self._deliver()  # a response (or EOF) may already be buffered
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._unpacker.feed(data)
+        try:
+            self._received.extend(self._unpacker)
+        except (ValueError, msgpack.UnpackException) as exc:
+            self._fail(exc)
+            return
+        self._deliver()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._fail(EOFError())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._fail(exc or EOFError())
+
+    def _deliver(self) -> None:
+        """Hand the buffered messages to the waiting call: notifications, then its response."""
+        waiter = self._waiter
+        while self._received and waiter is not None and not waiter.done():
+            message = self._received.popleft()
+            if not isinstance(message, list | tuple) or not message:
+                waiter.set_exception(RpcProtocolError(_NOT_A_RESPONSE))
+            elif message[0] == 2 and len(message) >= 3:
+                if self._client.on_notification is not None:
+                    self._client.on_notification(str(message[1]), message[2])
+            elif message[0] != 1 or len(message) != 4:
+                waiter.set_exception(RpcProtocolError(_NOT_A_RESPONSE))
+            elif message[1] != self._msgid:
+                waiter.set_exception(
+                    RpcProtocolError("unexpected RPC response ID from Go plugin server"))
+            else:
+                waiter.set_result(list(message))
+        if self._eof:
+            self._fail(EOFError())
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _expire(self, waiter: asyncio.Future[list[Any]]) -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     def close(self) -> None:
-        self.writer.close()
+        self._eof = True
+        if self._transport is not None:
+            self._transport.close()
 
 
 class RpcClient:
@@ -104,23 +173,18 @@ class RpcClient:
         """Send one request and return its result; raise RpcError or RpcProtocolError."""
         self._msgid += 1
         msgid = self._msgid
+        conn = self._reuse()
+        if conn is None:
+            try:
+                conn = await self._connect()
+            except (OSError, TimeoutError) as exc:
+                raise RpcError(f"trying to connect: {exc}") from exc
         try:
-            conn = await self._acquire()
-        except (OSError, TimeoutError) as exc:
-            raise RpcError(f"trying to connect: {exc}") from exc
-        payload = msgpack.packb([0, msgid, method, [arg]], use_bin_type=True)
-        try:
-            conn.writer.write(payload)
-            await asyncio.wait_for(conn.writer.drain(), self.timeout_s)
-        except (OSError, TimeoutError) as exc:
-            conn.close()
-            raise RpcError(f"send: {exc}") from exc
-        try:
-            message = await self._read_response(conn, msgid)
+            message = await conn.request(_pack([0, msgid, method, [arg]]), msgid, self.timeout_s)
         except (OSError, TimeoutError, EOFError, ValueError, msgpack.UnpackException) as exc:
             conn.close()
             raise RpcError("no data") from exc
-        except RpcProtocolError:
+        except BaseException:  # RpcProtocolError, or the caller was cancelled mid-call
             conn.close()
             raise
         self._release(conn)
@@ -128,32 +192,25 @@ class RpcClient:
             raise RpcError(str(message[2]))
         return message[3]
 
-    async def _read_response(self, conn: _Connection, msgid: int) -> list[Any]:
-        while True:
-            message = await conn.read_message(self.timeout_s)
-            if not isinstance(message, list | tuple) or not message:
-                raise RpcProtocolError("RPC response expected from Go plugin server")
-            if message[0] == 2 and len(message) >= 3:
-                if self.on_notification is not None:
-                    self.on_notification(str(message[1]), message[2])
-                continue
-            if message[0] != 1 or len(message) != 4:
-                raise RpcProtocolError("RPC response expected from Go plugin server")
-            if message[1] != msgid:
-                raise RpcProtocolError("unexpected RPC response ID from Go plugin server")
-            return list(message)
-
-    async def _acquire(self) -> _Connection:
+    def _reuse(self) -> _Connection | None:
+        """An idle pooled connection still open, dropping those the server closed."""
+        if not self._idle:
+            return None
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
             if conn.usable(now, self.idle_timeout_s):
                 return conn
             conn.close()
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(self.socket_path), self.timeout_s
+        return None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_unix_connection(lambda: _Connection(self), self.socket_path),
+            self.timeout_s,
         )
-        return _Connection(reader, writer)
+        return conn
 
     def _release(self, conn: _Connection) -> None:
         if self._closed or len(self._idle) >= self.max_idle:
@@ -168,6 +225,4 @@ class RpcClient:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-        for conn in idle:
-            with contextlib.suppress(OSError):
-                await conn.writer.wait_closed()
+        await asyncio.sleep(0)  # let the transports finish closing

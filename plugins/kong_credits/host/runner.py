@@ -54,7 +54,8 @@ _UNEXPECTED = {"message": "An unexpected error occurred"}
 class HostResponse:
     """What the client got, plus what the host saw on the way (for tests and benchmarks).
 
-    `pdk_calls` ({phase: count}) and `calls` grow while the log phase runs in the
+    `pdk_calls` ({phase: count}), `plugin_s` ({phase: seconds spent in external plugins,
+    RPCs and PDK calls included}) and `calls` grow while the log phase runs in the
     background: `await response.logged()` before reading log-phase numbers.
     """
 
@@ -66,6 +67,7 @@ class HostResponse:
     route: str | None = None
     consumer: Mapping[str, Any] | None = None
     pdk_calls: dict[str, int] = field(default_factory=dict)
+    plugin_s: dict[str, float] = field(default_factory=dict)
     calls: list[PdkCall] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     logs: list[tuple[str, str, str]] = field(default_factory=list)
@@ -158,7 +160,8 @@ class Gateway:
         response = HostResponse(
             status=status, headers=headers, body=body, request_id=ctx.request_id,
             source=ctx.source or "error", route=match.route.name if match else None,
-            consumer=_entity(ctx.consumer), pdk_calls=ctx.pdk_calls, calls=ctx.calls,
+            consumer=_entity(ctx.consumer), pdk_calls=ctx.pdk_calls, plugin_s=ctx.plugin_s,
+            calls=ctx.calls,
             errors=ctx.errors, logs=ctx.logs, shared=ctx.shared,
         )
         log_plugins = [(n, c) for n, c in collected if "log" in self._phases(n)]
@@ -225,8 +228,14 @@ class Gateway:
             if bundled is not None:
                 bundled.access(ctx, conf, self.config)
             else:
-                await run_phase(self.external[name], conf, phase, ctx, instances=self.instances,
-                                pdk=self.pdk, max_restarts=self.max_restarts)
+                started = time.perf_counter()
+                try:
+                    await run_phase(self.external[name], conf, phase, ctx,
+                                    instances=self.instances, pdk=self.pdk,
+                                    max_restarts=self.max_restarts)
+                finally:
+                    spent = time.perf_counter() - started
+                    ctx.plugin_s[phase] = ctx.plugin_s.get(phase, 0.0) + spent
         except PdkExit as exc:
             if phase == "log":  # unreachable: exit's phase check raises in log
                 return
@@ -296,7 +305,9 @@ class Gateway:
         async def log_phase() -> None:
             await asyncio.gather(*(self._run(n, c, "log", ctx) for n, c in plugins))
 
-        task = asyncio.get_running_loop().create_task(log_phase())
+        # One plugin (the usual case) runs as the task itself: no gather, no second task.
+        work = self._run(*plugins[0], "log", ctx) if len(plugins) == 1 else log_phase()
+        task = asyncio.get_running_loop().create_task(work)
         self._log_tasks.add(task)
         task.add_done_callback(self._log_tasks.discard)
         return task

@@ -7,7 +7,7 @@ Architecture (one job per module):
     instances.py  Plugin(config) per StartInstance
     rpc.py        the plugin.* methods; the one border where failures become error strings
     wire.py       MessagePack framing
-    server.py     unix-socket listener, one task per connection; signals
+    server.py     unix-socket listener, a Protocol per connection; signals
     command.py    the `kong-credits pluginserver` click command
 
 Writing a plugin:
@@ -24,6 +24,10 @@ Writing a plugin:
             if consumer is None:
                 return await kong.response.exit(401, {"message": "who are you?"})
             await kong.response.set_header("X-Greeting", self.greeting)
+
+An instance with nothing to do in one of its plugin's phases for its config sets that
+attribute to None in `__init__` (`self.log = None`): Kong still sends the event, and the
+server answers "ret" at once without running anything.
 """
 
 from .command import DEFAULT_MODULES, DEFAULT_SOCKET_NAME, make_command, pluginserver_command

@@ -131,6 +131,10 @@ class EventTable:
         event.task = event._loop.create_task(self._run(event, handler))
         return event.id, reply
 
+    def skip(self) -> int:
+        """An event id for a phase the instance has nothing to do in: answered "ret" at once."""
+        return next(self._ids)
+
     def step(self, event_id: int, data: Any) -> asyncio.Future[bytes]:
         """Feed a PDK result to event `event_id`; return the future of its next answer."""
         event = self._events.get(event_id)

@@ -22,13 +22,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Instance:
-    """A started plugin config: the Plugin object and its phase handlers with log labels."""
+    """A started plugin config: the Plugin object and its phase handlers with log labels.
+
+    A handler is None when the Plugin object set that phase's attribute to None: this config
+    has nothing to do in that phase (the `credits` plugin's log without `cost_header`), so
+    the event is answered "ret" at once, with no task.
+    """
 
     id: int
     module: PluginModule
     config: dict[str, Any]
     plugin: Any
-    handlers: dict[str, tuple[Handler, str]]
+    handlers: dict[str, tuple[Handler, str] | None]
     start_time: float
 
     def status(self) -> dict[str, Any]:
@@ -75,7 +80,8 @@ class InstanceTable:
             ) from exc
         instance_id = next(self._ids)
         handlers = {
-            phase: (getattr(plugin, phase), f"{name} #{instance_id} {phase}")
+            phase: None if getattr(plugin, phase) is None
+            else (getattr(plugin, phase), f"{name} #{instance_id} {phase}")
             for phase in module.phases
         }
         instance = Instance(instance_id, module, config, plugin, handlers, time.time())

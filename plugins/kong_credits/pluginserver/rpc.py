@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from .errors import PluginServerError, ProtocolError
 from .events import EventTable
 from .instances import InstanceTable
 from .loader import PluginModule
-from .wire import EventAnswer, pack_answer, pack_error
+from .wire import RET, EventAnswer, pack_answer, pack_error
 
-__all__ = ["PluginServer"]
+__all__ = ["PendingAnswer", "PluginServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +32,46 @@ _STEP_METHODS = (
 (Kong never sends StepError: it drops Lua error values)."""
 
 
+_NO_PHASE: Any = object()  # instance.handlers has no entry for the phase
+
+
+class PendingAnswer:
+    """An answer not ready yet: `future` completes, then `packed()` is the answer to write.
+
+    For HandleEvent and Steps, `future` is the event's reply (its packed Data): the answer is
+    framed around it with no coroutine of its own. Anything else runs `answer()` as a task,
+    whose result is already the packed answer.
+    """
+
+    __slots__ = ("event_id", "future", "method", "msgid")
+
+    def __init__(self, future: asyncio.Future[bytes], msgid: Any, method: str,
+                 event_id: int | None = None) -> None:
+        self.future = future
+        self.msgid = msgid
+        self.method = method
+        self.event_id = event_id
+
+    def packed(self) -> bytes:
+        future = self.future
+        if future.cancelled():
+            return pack_error(self.msgid, f"{self.method} was cancelled")
+        exc = future.exception()
+        if exc is None:
+            data = future.result()
+            return data if self.event_id is None else pack_answer(
+                self.msgid, EventAnswer(self.event_id, data))
+        if isinstance(exc, PluginServerError):
+            return pack_error(self.msgid, str(exc))
+        logger.error("rpc #%s %s failed", self.msgid, self.method, exc_info=exc)
+        return pack_error(self.msgid, f"{self.method} failed: {type(exc).__name__}: {exc}")
+
+
 class PluginServer:
     """Plugins, their instances and live events, behind Kong's MessagePack-RPC methods.
 
-    No I/O here: a transport feeds decoded requests to `answer()` and writes the bytes back.
+    No I/O here: a transport feeds decoded requests to `dispatch()` (or `answer()`) and
+    writes the bytes back.
     """
 
     def __init__(self, plugins: Iterable[PluginModule], *, event_timeout_s: float = 60.0) -> None:
@@ -51,6 +88,51 @@ class PluginServer:
         }
         methods.update(dict.fromkeys(_STEP_METHODS, self.step))
         self._methods = methods
+        self._fast = dict.fromkeys(_STEP_METHODS, self._open_step)
+        self._fast["plugin.HandleEvent"] = self._open_event
+
+    def dispatch(self, message: Any) -> bytes | PendingAnswer:
+        """Like `answer()`, without a coroutine when it can: the packed answer, or a
+        PendingAnswer to write once its future is done.
+
+        HandleEvent and Step (every message of a request but StartInstance) take the fast
+        path; the other methods run `answer()` as a task. Raises ProtocolError like answer().
+        """
+        try:
+            kind, msgid, method, args = message
+        except (TypeError, ValueError):
+            raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}") from None
+        if kind != 0:
+            raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}")
+        fast = self._fast.get(method)
+        if fast is None:
+            task = asyncio.get_running_loop().create_task(self.answer(message))
+            return PendingAnswer(task, msgid, str(method))
+        try:
+            event_id, reply = fast(args[0] if args else None)
+        except PluginServerError as exc:
+            return pack_error(msgid, str(exc))
+        except Exception as exc:
+            logger.exception("rpc #%s %s failed", msgid, method)
+            return pack_error(msgid, f"{method} failed: {type(exc).__name__}: {exc}")
+        if type(reply) is bytes:
+            return pack_answer(msgid, EventAnswer(event_id, reply))
+        reply = cast(asyncio.Future[bytes], reply)
+        return PendingAnswer(reply, msgid, method, event_id)
+
+    def _open_event(self, arg: dict[str, Any]) -> tuple[int, asyncio.Future[bytes] | bytes]:
+        instance = self.instances.get(arg["InstanceId"])
+        phase = arg["EventName"]
+        entry = instance.handlers.get(phase, _NO_PHASE)
+        if entry is None:  # nothing to do in this phase for this instance
+            return self.events.skip(), RET
+        if entry is _NO_PHASE:
+            raise PluginServerError(f"{instance.module.name} has no {phase} phase")
+        return self.events.open(*entry)
+
+    def _open_step(self, arg: dict[str, Any]) -> tuple[int, asyncio.Future[bytes]]:
+        event_id = arg["EventId"]
+        return event_id, self.events.step(event_id, arg.get("Data"))
 
     async def answer(self, message: Any) -> bytes:
         """Packed answer to one request `[0, msgid, method, [arg]]`: a result or an error string.
@@ -76,18 +158,13 @@ class PluginServer:
 
     async def handle_event(self, arg: dict[str, Any]) -> EventAnswer:
         """{InstanceId, EventName} -> {EventId, Data}: the handler's first PDK call or "ret"."""
-        instance = self.instances.get(arg["InstanceId"])
-        phase = arg["EventName"]
-        entry = instance.handlers.get(phase)
-        if entry is None:
-            raise PluginServerError(f"{instance.module.name} has no {phase} phase")
-        event_id, reply = self.events.open(*entry)
-        return EventAnswer(event_id, await reply)
+        event_id, reply = self._open_event(arg)
+        return EventAnswer(event_id, reply if type(reply) is bytes else await reply)
 
     async def step(self, arg: dict[str, Any]) -> EventAnswer:
         """{EventId, Data} -> {EventId, Data}: the result goes in, the next call comes out."""
-        event_id = arg["EventId"]
-        return EventAnswer(event_id, await self.events.step(event_id, arg.get("Data")))
+        event_id, reply = self._open_step(arg)
+        return EventAnswer(event_id, await reply)
 
     async def start_instance(self, arg: dict[str, Any]) -> dict[str, Any]:
         """{Name, Config (JSON string)} -> {Name, Id, Config, StartTime}; Kong reads only Id."""

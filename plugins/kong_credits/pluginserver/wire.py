@@ -45,6 +45,14 @@ def pack_error(msgid: int, message: str) -> bytes:
     return pack([1, msgid, message, None])
 
 
+_READ_SIZE = 16 * 1024
+
+
 def new_unpacker() -> msgpack.Unpacker:
-    """A streaming unpacker for one connection: str as str, bin as bytes, any map keys."""
-    return msgpack.Unpacker(raw=False, strict_map_key=False)
+    """A streaming unpacker for one connection: str as str, bin as bytes, any map keys.
+
+    Its buffer starts at 16 KiB (it doubles for a bigger message) instead of msgpack's 1 MiB:
+    `feed` appends until the end of the buffer before moving back to its start, so each
+    buffer ends up resident in full, and Kong keeps up to 256 connections per worker.
+    """
+    return msgpack.Unpacker(raw=False, strict_map_key=False, read_size=_READ_SIZE)

@@ -8,6 +8,8 @@ priority = 7
 class Plugin:
     def __init__(self, config: dict) -> None:
         self.header = config.get("header", "X-Echo")
+        if config.get("quiet"):
+            self.log = None  # this instance has nothing to do in log
 
     async def access(self, kong) -> None:
         value = await kong.request.get_header("x-input")
