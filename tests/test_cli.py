@@ -83,11 +83,12 @@ def test_ledger_lists_grants_and_charges_newest_first(cli, r, redis_url):
     assert cli("ledger", "acme", "--limit", "1", "--json").output.count('"type"') == 1
 
 
-def test_redis_down_is_a_clear_error(cli):
-    runner = CliRunner()
-    result = runner.invoke(main, ["balance", "acme", "--redis-url", "redis://127.0.0.1:1/0"])
+@pytest.mark.parametrize("args", [["balance", "acme"], ["grant", "acme", "5"],
+                                  ["ledger", "acme"], ["budget", "acme", "--daily-cap", "5"]])
+def test_redis_down_is_a_clear_error(args):
+    result = CliRunner().invoke(main, [*args, "--redis-url", "redis://127.0.0.1:1/0"])
     assert result.exit_code == 1
-    assert "Redis unavailable" in result.output
+    assert "Redis unavailable" in result.output and result.exception.__class__ is SystemExit
 
 
 def test_console_script_is_installed(redis_url, r):

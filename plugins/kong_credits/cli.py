@@ -13,7 +13,7 @@ import click
 import redis
 
 from . import __version__, wallets
-from .errors import InvalidInput
+from .errors import InvalidInput, RedisUnavailable
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "KONG_CREDITS_REDIS_URL"
@@ -46,7 +46,7 @@ def _run(action: Callable[[], Any]) -> Any:
         return action()
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from exc
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable) as exc:
         raise click.ClickException(f"Redis unavailable: {exc}") from exc
 
 

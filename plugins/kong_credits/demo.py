@@ -16,8 +16,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import httpx
@@ -29,7 +27,7 @@ from .keys import event_streams
 from .redis_server import EmbeddedRedis
 from .schema import REDIS_URL_ENV
 
-__all__ = ["DemoOptions", "point_services_at", "redis_for_demo", "run_demo"]
+__all__ = ["DemoOptions", "redis_for_demo", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -48,18 +46,6 @@ def redis_for_demo(redis_url: str | None) -> Iterator[str]:
     with EmbeddedRedis() as server:
         click.echo(f"started Redis ({Path(server.binary).name}) on {server.url}")
         yield server.url
-
-
-def point_services_at(declarative: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """Send every service to `base_url`'s scheme, host and port, keeping each service's path."""
-    base = urlsplit(base_url)
-    services = []
-    for service in declarative.get("services") or []:
-        if "url" in service:
-            path = urlsplit(service["url"]).path
-            service = {**service, "url": urlunsplit((base.scheme, base.netloc, path, "", ""))}
-        services.append(service)
-    return {**declarative, "services": services}
 
 
 TRAFFIC = [
@@ -104,7 +90,7 @@ async def _stack(redis_url: str, options: DemoOptions) -> AsyncIterator[str]:
     """Upstream, plugin server and host with its HTTP listener; yields the listener URL."""
     from .host import Host, credits_server
     from .host.proxy import ProxyServer
-    from .host.upstream import SampleUpstream
+    from .host.upstream import SampleUpstream, point_services_at
 
     upstream = SampleUpstream()
     await upstream.start()

@@ -11,6 +11,7 @@ part of the data layout, not a tuning knob.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ PREFIX = "kc"
 SHARDS = 16
 
 
+@functools.lru_cache(maxsize=65_536)
 def shard_of(wallet: str) -> int:
     """The shard of a wallet: CRC32 of the UTF-8 root of its name, modulo `SHARDS`."""
     return zlib.crc32(wallet.split("/", 1)[0].encode()) % SHARDS

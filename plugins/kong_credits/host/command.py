@@ -17,8 +17,10 @@ import shlex
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 
 from .declarative import DeclarativeError
 from .host import Host, HostError
@@ -31,7 +33,7 @@ from .supervisor import (
     kong_pdk_server,
     resolve_command,
 )
-from .upstream import SampleUpstream
+from .upstream import SampleUpstream, point_services_at
 
 __all__ = ["host_command"]
 
@@ -104,7 +106,11 @@ async def _serve(
     if upstream is not None:
         await upstream.start()
         click.echo(f"sample upstream on {upstream.url}")
-    host = Host(config_path, [spec], rpc_timeout_s=rpc_timeout, listen_port=port)
+    config: Any = config_path
+    if upstream is not None:
+        # kong.yml names the docker compose upstream: send every service to ours instead.
+        config = point_services_at(yaml.safe_load(Path(config_path).read_text()), upstream.url)
+    host = Host(config, [spec], rpc_timeout_s=rpc_timeout, listen_port=port)
     server = ProxyServer(host, address, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-__all__ = ["SampleUpstream"]
+__all__ = ["SampleUpstream", "point_services_at"]
 
 UNITS_HEADER = "X-Units-Used"
 
@@ -78,3 +79,15 @@ class SampleUpstream:
         if status in (204, 304) or request.method == "HEAD":
             return web.Response(status=status, headers=headers)
         return web.json_response(echo, status=status, headers=headers)
+
+
+def point_services_at(declarative: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """Send every service to `base_url`'s scheme, host and port, keeping each service's path."""
+    base = urlsplit(base_url)
+    services = []
+    for service in declarative.get("services") or []:
+        if "url" in service:
+            path = urlsplit(service["url"]).path
+            service = {**service, "url": urlunsplit((base.scheme, base.netloc, path, "", ""))}
+        services.append(service)
+    return {**declarative, "services": services}
