@@ -15,39 +15,24 @@ from multidict import CIMultiDict
 
 from .context import ClientRequest, Headers
 from .host import Host
+from .http_server import LoopbackServer
 
 __all__ = ["ProxyServer"]
 
 _SKIP = {"content-length", "transfer-encoding", "connection"}
 
 
-class ProxyServer:
+class ProxyServer(LoopbackServer):
     """Serves `host` on `address:port` (port 0 picks a free one; see `.port`)."""
 
     def __init__(self, host: Host, address: str = "127.0.0.1", port: int = 8000) -> None:
+        super().__init__(address, port)
         self.host = host
-        self.address = address
-        self.port = port
-        self._runner: web.ServerRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
-
-    async def start(self) -> None:
-        self._runner = web.ServerRunner(web.Server(self._handle, access_log=None))
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if self.port == 0 and server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+    async def start(self) -> str:
+        url = await super().start()
         self.host.listen_port = self.port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return url
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()

@@ -17,38 +17,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from .http_server import LoopbackServer
+
 __all__ = ["SampleUpstream", "point_services_at"]
 
 UNITS_HEADER = "X-Units-Used"
 
 
-class SampleUpstream:
+class SampleUpstream(LoopbackServer):
     """`await SampleUpstream().start()` then send requests to `.url`; `await .stop()`."""
 
     def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
-        self.address = address
-        self.port = port
+        super().__init__(address, port)
         self.requests: list[dict[str, Any]] = []
-        self._runner: web.ServerRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
-
-    async def start(self) -> str:
-        self._runner = web.ServerRunner(web.Server(self._handle, access_log=None))
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if self.port == 0 and server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()

@@ -47,16 +47,7 @@ if stored then
   return reply
 end
 
-local own = open_wallet(ARGV[6], 1, now)
-local parent = ARGV[12] ~= '' and open_wallet(ARGV[12], 6, now) or nil
-
-local function finish(reply)
-  save(own)
-  if parent then
-    save(parent)
-  end
-  return reply
-end
+local own, parent, finish = open_family(ARGV[6], ARGV[12], now)
 
 -- Burn-rate baseline: fold each finished minute into an exponentially weighted moving
 -- average (minutes under suspicion are left out, so abuse never becomes the new normal).

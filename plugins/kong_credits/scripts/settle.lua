@@ -33,15 +33,7 @@ if h.settled then
   return reply
 end
 
-local own = open_wallet(h.wallet or '', 1, now)
-local parent = (h.parent or '') ~= '' and open_wallet(h.parent, 6, now) or nil
-local function finish(reply)
-  save(own)
-  if parent then
-    save(parent)
-  end
-  return reply
-end
+local own, parent, finish = open_family(h.wallet or '', h.parent or '', now)
 if #hold == 0 then
   return finish({404, actual, spendable(own), 0, 0})
 end

@@ -168,6 +168,21 @@ local function save(w)
   w.dirty = {}
 end
 
+-- Open a wallet (KEYS 1-5) and its parent (KEYS 6-10) unless `parent_name` is ''; the
+-- returned `finish(reply)` writes both back and returns the reply.
+local function open_family(name, parent_name, now)
+  local own = open_wallet(name, 1, now)
+  local parent = parent_name ~= '' and open_wallet(parent_name, 6, now) or nil
+  local function finish(reply)
+    save(own)
+    if parent then
+      save(parent)
+    end
+    return reply
+  end
+  return own, parent, finish
+end
+
 -- Balance available to spend: live credits minus what settles left unpaid.
 local function spendable(w)
   return num(w, 'balance') - num(w, 'overdraft')
