@@ -14,11 +14,11 @@ from .alerts import Alert, WebhookSink
 from .consumer_group import ConsumerGroup
 from .errors import InvalidInput
 from .forwarder import Forwarder, ForwarderOptions
-from .forwarder_cli import LOG_FORMAT, REDIS_URL_ENV, redis_client, stop_on_signals
+from .forwarder_cli import LOG_FORMAT, redis_client, stop_on_signals
 from .forwarder_metrics import ForwarderMetrics
 from .keys import alert_streams
 from .retry import Backoff
-from .schema import DEFAULT_REDIS_URL
+from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from .sinks import SinkConfig, http_client
 
 __all__ = ["alerts_command"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -14,16 +13,10 @@ import redis
 
 from . import __version__, wallets
 from .errors import InvalidInput, RedisUnavailable
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_URL_ENV = "KONG_CREDITS_REDIS_URL"
+from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def default_redis_url() -> str:
-    """--redis-url, else $KONG_CREDITS_REDIS_URL, else the local default."""
-    return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
 
 
 def redis_url_option(command: F) -> F:

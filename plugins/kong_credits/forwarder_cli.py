@@ -29,14 +29,12 @@ from .forwarder import Forwarder, ForwarderOptions
 from .forwarder_keys import group_name
 from .forwarder_metrics import ForwarderMetrics
 from .retry import Backoff
+from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from .sinks import SINKS, Sink, SinkConfig, http_client
 from .sinks.lago import ID_FIELDS
 
 __all__ = ["dlq_command", "forwarder_command"]
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_URL_ENV = "KONG_CREDITS_REDIS_URL"
-"""The same default and variable as every other kong-credits command (cli.py)."""
 API_KEY_ENV = "KONG_CREDITS_SINK_API_KEY"
 HMAC_SECRET_ENV = "KONG_CREDITS_SINK_HMAC_SECRET"
 

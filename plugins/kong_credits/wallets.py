@@ -204,8 +204,8 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
     overdraft = count("overdraft")
     balance_now = live_total - overdraft
     day = now_ms // 86_400_000
-    this_month = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m")
-    month_id_now = int(this_month[:4]) * 12 + int(this_month[5:]) - 1
+    moment = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    month_id_now = moment.year * 12 + moment.month - 1  # as authorize.lua counts months
     rate = burn_rate(state, now_ms)
     seconds = None
     if rate:
