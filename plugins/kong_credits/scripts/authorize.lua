@@ -31,7 +31,6 @@
 
 local BUCKETS = 10
 local EWMA_ALPHA = 0.1  -- weight of the last full minute in the burn-rate baseline
-local PERIODS = {'day', 'month'}
 
 local request_id, cost = ARGV[1], tonumber(ARGV[2])
 local now = server_now_ms(ARGV[3])
@@ -96,23 +95,26 @@ for i, spec in ipairs(specs) do
   local width = period / BUCKETS
   local current = math.floor(now / width)
   local flat = redis.call('HGETALL', key)
-  local used, buckets = 0, {}
+  local used, oldest = 0, current
   for j = 1, #flat, 2 do
-    local index, count = tonumber(flat[j]), tonumber(flat[j + 1])
+    local index = tonumber(flat[j])
     if index < current - BUCKETS then
       redis.call('HDEL', key, flat[j])
     else
-      used = used + count
-      buckets[#buckets + 1] = {index, count}
+      used = used + tonumber(flat[j + 1])
+      oldest = math.min(oldest, index)
     end
   end
-  table.sort(buckets, function(a, b) return a[1] < b[1] end)
   if used + 1 > limit then
     -- Wait until enough old buckets have left the window to admit one more request.
+    local counts = {}
+    for j = 1, #flat, 2 do
+      counts[tonumber(flat[j])] = tonumber(flat[j + 1])
+    end
     local freed, wait = 0, 0
-    for _, b in ipairs(buckets) do
-      freed = freed + b[2]
-      wait = (b[1] + BUCKETS + 1) * width - now
+    for index = oldest, current do
+      freed = freed + (counts[index] or 0)
+      wait = (index + BUCKETS + 1) * width - now
       if used - freed + 1 <= limit then
         break
       end
@@ -123,7 +125,6 @@ for i, spec in ipairs(specs) do
     end
   elseif retry_after == 0 and (shown_limit < 0 or limit - used - 1 < shown_remaining) then
     -- Capacity comes back when the oldest counted bucket leaves the window.
-    local oldest = buckets[1] and buckets[1][1] or current
     shown_limit, shown_remaining = limit, limit - used - 1
     shown_reset = (oldest + BUCKETS + 1) * width - now
   end
@@ -137,25 +138,26 @@ local function parent_room()
   end
   local room = math.max(spendable(parent), 0)
   for _, p in ipairs(PERIODS) do
-    local cap = own.f['member_cap_' .. p]
+    local cap = own.f[p.member_cap]
     if cap then
-      room = math.min(room, math.max(cap - num(own, 'drawn_' .. p), 0))
+      room = math.min(room, math.max(cap - num(own, p.drawn), 0))
     end
   end
   return room
 end
 
 local function spent(w, p)
-  return num(w, 'spent_' .. p) + num(w, 'drawn_' .. p)
+  return num(w, p.spent) + num(w, p.drawn)
 end
 
 -- A spending cap alert, once per cap and period.
 local function cap_alert(w, p, enforcement)
-  local period_id = num(w, p .. '_id')
-  if w.f['cap_alerted_' .. p] ~= period_id then
-    put(w, 'cap_alerted_' .. p, period_id)
-    alert(alerts, request_id .. ':cap:' .. w.name .. ':' .. p, 'spending_cap', w, 'cap', p,
-      'limit', fmt(w.f['cap_' .. p]), 'spent', fmt(spent(w, p)), 'enforcement', enforcement)
+  local period_id = num(w, p.id)
+  if w.f[p.alerted] ~= period_id then
+    put(w, p.alerted, period_id)
+    alert(alerts, request_id .. ':cap:' .. w.name .. ':' .. p.name, 'spending_cap', w,
+      'cap', p.name, 'limit', fmt(w.f[p.cap]), 'spent', fmt(spent(w, p)),
+      'enforcement', enforcement)
   end
 end
 
@@ -177,25 +179,25 @@ if cost > 0 then
     reason = 'credits'
   elseif from_parent > room then
     for _, p in ipairs(PERIODS) do
-      local cap = own.f['member_cap_' .. p]
-      if reason == '' and cap and num(own, 'drawn_' .. p) + from_parent > cap then
-        reason = 'member_cap:' .. p
+      local cap = own.f[p.member_cap]
+      if reason == '' and cap and num(own, p.drawn) + from_parent > cap then
+        reason = 'member_cap:' .. p.name
       end
     end
   end
   for _, p in ipairs(PERIODS) do
-    local cap = own.f['cap_' .. p]
+    local cap = own.f[p.cap]
     if cap and spent(own, p) + cost > cap then
       if own.f.cap_soft ~= 1 then
         cap_alert(own, p, 'hard')
-        reason = reason ~= '' and reason or 'cap:' .. p
+        reason = reason ~= '' and reason or 'cap:' .. p.name
       end
     end
-    cap = parent and parent.f['cap_' .. p]
+    cap = parent and parent.f[p.cap]
     if cap and from_parent > 0 and spent(parent, p) + from_parent > cap
         and parent.f.cap_soft ~= 1 then
       cap_alert(parent, p, 'hard')
-      reason = reason ~= '' and reason or 'parent_cap:' .. p
+      reason = reason ~= '' and reason or 'parent_cap:' .. p.name
     end
   end
 end
@@ -207,21 +209,26 @@ end
 
 -- 3. Admitted: take rate-limit capacity, charge, record, alert.
 for _, w in ipairs(windows) do
-  redis.call('HINCRBY', w[1], w[2], 1)
-  redis.call('PEXPIRE', w[1], w[3])
+  -- A new bucket sets the window's time to live: the key outlives its newest bucket.
+  if redis.call('HINCRBY', w[1], w[2], 1) == 1 then
+    redis.call('PEXPIRE', w[1], w[3])
+  end
 end
-local burned_own, burned_parent = '', ''
+local burned_own = hold_ms > 0 and {} or nil  -- what a settle may give back
+local burned_parent = hold_ms > 0 and {} or nil
 if from_own > 0 then
-  burned_own = burn(own, from_own)
+  burn(own, from_own, burned_own)
 end
 if from_parent > 0 then
-  burned_parent = burn(parent, from_parent)
+  burn(parent, from_parent, burned_parent)
 end
 for _, p in ipairs(PERIODS) do
-  put(own, 'spent_' .. p, num(own, 'spent_' .. p) + from_own)
+  if from_own > 0 then
+    put(own, p.spent, num(own, p.spent) + from_own)
+  end
   if from_parent > 0 then
-    put(own, 'drawn_' .. p, num(own, 'drawn_' .. p) + from_parent)
-    put(parent, 'spent_' .. p, num(parent, 'spent_' .. p) + from_parent)
+    put(own, p.drawn, num(own, p.drawn) + from_parent)
+    put(parent, p.spent, num(parent, p.spent) + from_parent)
   end
 end
 
@@ -240,7 +247,7 @@ if cost > 0 then
   local function alert_charged(w)
     alert_thresholds(alerts, request_id, w)
     for _, p in ipairs(PERIODS) do
-      if w.f['cap_' .. p] and spent(w, p) >= w.f['cap_' .. p] then
+      if w.f[p.cap] and spent(w, p) >= w.f[p.cap] then
         cap_alert(w, p, w.f.cap_soft == 1 and 'soft' or 'hard')
       end
     end
@@ -253,26 +260,26 @@ end
 
 local balance = reported - cost
 if hold_ms > 0 then
-  redis.call('HSET', KEYS[13], 'reserved', fmt(cost), 'burned', burned_own,
-    'parent_burned', burned_parent, 'from_parent', fmt(from_parent), 'wallet', ARGV[6],
-    'parent', ARGV[12], 'consumer', ARGV[7], 'route', ARGV[8], 'service', ARGV[9],
-    'method', ARGV[10], 'path', ARGV[11], 'timestamp', fmt(now))
+  redis.call('HSET', KEYS[13], 'reserved', fmt(cost), 'burned', table.concat(burned_own, ';'),
+    'parent_burned', table.concat(burned_parent, ';'), 'from_parent', fmt(from_parent),
+    'wallet', ARGV[6], 'parent', ARGV[12], 'consumer', ARGV[7], 'route', ARGV[8],
+    'service', ARGV[9], 'method', ARGV[10], 'path', ARGV[11], 'timestamp', own.now_s)
   redis.call('PEXPIRE', KEYS[13], hold_ms)
-  ledger_add(own, 'hold', request_id, -from_own, spendable(own), now)
+  ledger_add(own, 'hold', request_id, -from_own, spendable(own))
 else
   local event = {'event_id', request_id, 'wallet', ARGV[6], 'consumer', ARGV[7],
     'route', ARGV[8], 'service', ARGV[9], 'method', ARGV[10], 'path', ARGV[11],
-    'cost', fmt(cost), 'timestamp', fmt(now)}
+    'cost', fmt(cost), 'timestamp', own.now_s}
   if from_parent > 0 then
     event[#event + 1], event[#event + 2] = 'parent', ARGV[12]
     event[#event + 1], event[#event + 2] = 'parent_cost', fmt(from_parent)
   end
   redis.call('XADD', KEYS[11], '*', unpack(event))
-  ledger_add(own, 'charge', request_id, -from_own, spendable(own), now)
+  ledger_add(own, 'charge', request_id, -from_own, spendable(own))
 end
 if from_parent > 0 then
   ledger_add(parent, hold_ms > 0 and 'hold' or 'charge', request_id .. '@' .. ARGV[6],
-    -from_parent, spendable(parent), now)
+    -from_parent, spendable(parent))
 end
 
 local reply = {200, cost, balance, shown_limit, shown_remaining, shown_reset, 0, 0, ''}

@@ -52,5 +52,5 @@ if num(w, 'alerted_pct') > used_pct then
   put(w, 'alerted_pct', math.max(used_pct, 0))
 end
 save(w)
-ledger_add(w, 'grant', id, amount, spendable(w), now)
+ledger_add(w, 'grant', id, amount, spendable(w))
 return {1, left, spendable(w)}

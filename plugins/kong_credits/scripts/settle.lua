@@ -17,7 +17,6 @@
 -- settle (the request was served) but count it. The rated event is appended here, with the
 -- actual cost and the held estimate.
 
-local PERIODS = {'day', 'month'}
 local request_id, actual = ARGV[1], tonumber(ARGV[2])
 local now = server_now_ms(ARGV[3])
 local alerts = KEYS[13]
@@ -38,9 +37,10 @@ if #hold == 0 then
   return finish({404, actual, spendable(own), 0, 0})
 end
 
-local function count(w, field, delta)
+-- Add `delta` to a spending counter (`kind` 'spent' or 'drawn') of every period.
+local function count(w, kind, delta)
   for _, p in ipairs(PERIODS) do
-    put(w, field .. '_' .. p, math.max(num(w, field .. '_' .. p) + delta, 0))
+    put(w, p[kind], math.max(num(w, p[kind]) + delta, 0))
   end
 end
 
@@ -94,7 +94,7 @@ if parent then
   event[#event + 1], event[#event + 2] = 'parent', h.parent
 end
 redis.call('XADD', KEYS[11], '*', unpack(event))
-ledger_add(own, 'settle', request_id, reserved - actual, balance, now)
+ledger_add(own, 'settle', request_id, reserved - actual, balance)
 
 local reply = {200, actual, balance, unpaid, 0}
 redis.call('DEL', KEYS[12])

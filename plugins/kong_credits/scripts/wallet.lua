@@ -9,40 +9,46 @@
 -- order is burn order), `expiry` ZSET of the same members scored by expiry ms.
 -- Invariant: state.balance == sum of `remaining` over members of `burn`.
 --
--- A wallet is opened once per script (one HMGET of every state field), changed in memory
--- through `put`, and written back once by `save`.
+-- A wallet is opened once per script (one HGETALL of its state: cheaper than naming the
+-- fields, as a wallet has only those it uses), changed in memory through `put`, and written
+-- back once by `save`.
 
 local GRANT_ID_AT = 39  -- first character of the grant id in a burn member
 local EXPIRY_AT, EXPIRY_LEN, NO_EXPIRY = 12, 13, 9999999999999
 local LEDGER_MAXLEN = 1000
 local ALERTS_MAXLEN = 100000
-local DEFAULT_THRESHOLDS = '50,75,90,100'
 
-local STATE_FIELDS = {
-  'balance', 'overdraft', 'granted', 'alerted_pct', 'thresholds',
-  'cap_day', 'cap_month', 'cap_soft', 'member_cap_day', 'member_cap_month',
-  'day_id', 'spent_day', 'drawn_day', 'cap_alerted_day',
-  'month_id', 'spent_month', 'drawn_month', 'cap_alerted_month',
-  'burn_minute', 'burn_current', 'burn_ewma', 'burn_minutes', 'abuse_active', 'next_expiry',
+-- State fields: balance, overdraft, granted, alerted_pct, thresholds (the one text field),
+-- cap_day, cap_month, cap_soft, member_cap_day, member_cap_month, day_id, spent_day,
+-- drawn_day, cap_alerted_day, month_id, spent_month, drawn_month, cap_alerted_month,
+-- burn_minute, burn_current, burn_ewma, burn_minutes, abuse_active, next_expiry (read by the
+-- scripts), seq and refused_* (counters only written). An absent field reads as 0 / unset.
+local DEFAULT_THRESHOLD_PCTS = {50, 75, 90, 100}
+
+-- Spending periods and their state fields, spelled out once: no field name is built by
+-- concatenation on the hot path.
+local PERIODS = {
+  {name = 'day', id = 'day_id', cap = 'cap_day', spent = 'spent_day', drawn = 'drawn_day',
+   member_cap = 'member_cap_day', alerted = 'cap_alerted_day'},
+  {name = 'month', id = 'month_id', cap = 'cap_month', spent = 'spent_month',
+   drawn = 'drawn_month', member_cap = 'member_cap_month', alerted = 'cap_alerted_month'},
 }
-local TEXT_FIELDS = {thresholds = true}
+
+local format = string.format
 
 local function fmt(n)
-  return string.format('%d', n)
+  return format('%d', n)
 end
 
--- A reply kept for idempotent retries: integers joined by commas, then an optional text
--- after '|' (authorize's refusal reason). decode_reply(encode_reply(r)) == r.
+-- A reply kept for idempotent retries: integers each followed by a comma, then an optional
+-- text after '|' (authorize's refusal reason). decode_reply(encode_reply(r)) == r.
+-- One string.format call: this runs for every admitted request.
 local function encode_reply(reply)
-  local text = {}
-  for i, value in ipairs(reply) do
-    if type(value) == 'number' then
-      text[#text + 1] = (i > 1 and ',' or '') .. fmt(value)
-    else
-      text[#text + 1] = '|' .. value
-    end
+  local n = #reply
+  if type(reply[n]) == 'string' then
+    return format(string.rep('%d,', n - 1) .. '|%s', unpack(reply))
   end
-  return table.concat(text)
+  return format(string.rep('%d,', n), unpack(reply))
 end
 
 local function decode_reply(text)
@@ -90,9 +96,9 @@ local function num(w, field)
   return w.f[field] or 0
 end
 
-local function ledger_add(w, kind, ref, amount, balance, now)
+local function ledger_add(w, kind, ref, amount, balance)
   redis.call('XADD', w.ledger, 'MAXLEN', '~', LEDGER_MAXLEN, '*',
-    'type', kind, 'ref', ref, 'amount', fmt(amount), 'balance', fmt(balance), 'ts', fmt(now))
+    'type', kind, 'ref', ref, 'amount', fmt(amount), 'balance', fmt(balance), 'ts', w.now_s)
 end
 
 -- Drop grants whose expiry has passed: their credits leave the balance (and the amount the
@@ -108,7 +114,7 @@ local function sweep_expired(w)
     if left > 0 then
       put(w, 'balance', num(w, 'balance') - left)
       put(w, 'granted', num(w, 'granted') - left)
-      ledger_add(w, 'expire', id, -left, num(w, 'balance') - num(w, 'overdraft'), w.now)
+      ledger_add(w, 'expire', id, -left, num(w, 'balance') - num(w, 'overdraft'))
     end
   end
   local soonest = redis.call('ZRANGE', w.expiry, 0, 0, 'WITHSCORES')
@@ -127,30 +133,30 @@ end
 local function open_wallet(name, first, now)
   local w = {name = name, state = KEYS[first], remaining = KEYS[first + 1],
              burn = KEYS[first + 2], expiry = KEYS[first + 3], ledger = KEYS[first + 4],
-             now = now, f = {}, dirty = {}}
-  local values = redis.call('HMGET', w.state, unpack(STATE_FIELDS))
-  for i, field in ipairs(STATE_FIELDS) do
-    local v = values[i]
-    if v then
-      w.f[field] = TEXT_FIELDS[field] and v or tonumber(v)
-    end
+             now = now, now_s = fmt(now), f = {}, dirty = {}}
+  local flat = redis.call('HGETALL', w.state)
+  local f = w.f
+  for i = 1, #flat, 2 do
+    local field = flat[i]
+    f[field] = field == 'thresholds' and flat[i + 1] or tonumber(flat[i + 1])
   end
   local soonest = num(w, 'next_expiry')
   if soonest > 0 and soonest <= now then
     sweep_expired(w)
   end
   -- Spending counters are per calendar day and month (UTC); a new period starts at zero.
+  -- The month only changes with the day, so it is worked out once a day.
   local day = math.floor(now / 86400000)
-  if w.f.day_id ~= day then
+  if f.day_id ~= day then
     put(w, 'day_id', day)
     put(w, 'spent_day', 0)
     put(w, 'drawn_day', 0)
-  end
-  local month = month_of_day(day)
-  if w.f.month_id ~= month then
-    put(w, 'month_id', month)
-    put(w, 'spent_month', 0)
-    put(w, 'drawn_month', 0)
+    local month = month_of_day(day)
+    if f.month_id ~= month then
+      put(w, 'month_id', month)
+      put(w, 'spent_month', 0)
+      put(w, 'drawn_month', 0)
+    end
   end
   return w
 end
@@ -189,9 +195,9 @@ local function spendable(w)
 end
 
 -- Burn `amount` across live grants in burn order; the caller checked that they cover it.
--- Returns "member=taken;..." so a later settle can give credits back to the same grants.
-local function burn(w, amount)
-  local taken = {}
+-- With a `taken` list, appends "member=amount" per grant burned, so that a later settle can
+-- give credits back to the same grants (a hold).
+local function burn(w, amount, taken)
   local need = amount
   while need > 0 do
     local members = redis.call('ZRANGE', w.burn, 0, 3)
@@ -204,7 +210,9 @@ local function burn(w, amount)
       local take = math.min(left, need)
       if take > 0 then
         redis.call('HINCRBY', w.remaining, id, -take)
-        taken[#taken + 1] = member .. '=' .. fmt(take)
+        if taken then
+          taken[#taken + 1] = member .. '=' .. fmt(take)
+        end
         need = need - take
       end
       if left - take <= 0 then
@@ -217,7 +225,6 @@ local function burn(w, amount)
     end
   end
   put(w, 'balance', num(w, 'balance') - (amount - need))
-  return table.concat(taken, ';'), need
 end
 
 -- Give `burned` ("member=amount;...") back to the grants it came from, last burned first, up
@@ -250,7 +257,7 @@ end
 -- Alerts go to the shard's alert stream; `id` is unique (the webhook's idempotency key).
 local function alert(stream, id, kind, w, ...)
   redis.call('XADD', stream, 'MAXLEN', '~', ALERTS_MAXLEN, '*', 'alert_id', id, 'type', kind,
-    'wallet', w.name, 'balance', fmt(spendable(w)), 'timestamp', fmt(w.now), ...)
+    'wallet', w.name, 'balance', fmt(spendable(w)), 'timestamp', w.now_s, ...)
 end
 
 -- Emit one alert per used-percentage threshold crossed since the last alert; a top-up that
@@ -263,10 +270,16 @@ local function alert_thresholds(stream, id, w)
   local used = granted - spendable(w)
   local alerted = num(w, 'alerted_pct')
   local highest = alerted
-  for text in string.gmatch(w.f.thresholds or DEFAULT_THRESHOLDS, '%d+') do
-    local pct = tonumber(text)
+  local pcts = DEFAULT_THRESHOLD_PCTS
+  if w.f.thresholds then
+    pcts = {}
+    for text in string.gmatch(w.f.thresholds, '%d+') do
+      pcts[#pcts + 1] = tonumber(text)
+    end
+  end
+  for _, pct in ipairs(pcts) do
     if pct > alerted and used * 100 >= pct * granted then
-      alert(stream, id .. ':used:' .. text, 'balance_threshold', w, 'threshold_pct', text,
+      alert(stream, id .. ':used:' .. pct, 'balance_threshold', w, 'threshold_pct', fmt(pct),
         'granted', fmt(granted))
       highest = math.max(highest, pct)
     end
