@@ -72,6 +72,7 @@ def kong_config(redis_url: str, silent_url: str) -> dict[str, Any]:
         route("down-deny", redis_url=DEAD_REDIS),
         route("down-allow", redis_url=DEAD_REDIS, on_redis_error="allow"),
         route("hung", redis_url=silent_url, redis_timeout_ms=200),
+        route("stalled", cost=5, redis_timeout_ms=300),
         route("open", cost=1),
     ]
     return {
@@ -248,6 +249,35 @@ def test_hung_redis_delays_only_its_own_requests(gateway, r):
     hung, fast, fast_s = gateway.run(both())
     assert hung.status == 503  # redis_timeout_ms=200, then on_redis_error=deny
     assert fast.status == 200 and fast_s < 0.2
+
+
+BUSY = """
+local t0 = redis.call('TIME')
+repeat
+  local now = redis.call('TIME')
+until (now[1] - t0[1]) * 1000000 + now[2] - t0[2] >= tonumber(ARGV[1])
+"""  # keeps Redis busy for ARGV[1] microseconds
+
+
+def test_a_reply_lost_to_a_timeout_is_asked_again_and_charged_once(gateway, r, redis_url):
+    """Redis stalls past redis_timeout_ms with the authorize call already sent: the script
+    runs once Redis is free, its reply is lost with the dropped connection, and the plugin's
+    one retry (same request id) gets the stored answer: 200, charged once, one event."""
+    wallets.grant(r, "wallet-a", 100)
+    admin = redis.Redis.from_url(redis_url)
+    before = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    events_before = len(events(r, "wallet-a"))
+    stall = threading.Thread(target=lambda: redis.Redis.from_url(redis_url).eval(BUSY, 0, 450_000))
+    stall.start()
+    time.sleep(0.05)
+    response = gateway.get("/stalled")
+    stall.join()
+    assert response.status == 200, response.body
+    assert response.header("X-Credits-Remaining") == "95"
+    assert wallets.balance(r, "wallet-a").balance == 95
+    assert len(events(r, "wallet-a")) == events_before + 1
+    after = admin.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert after - before == 2  # the first call ran too: its answer was replayed
 
 
 def test_budget_three_pdk_calls_and_one_redis_call_per_request(gateway, r, redis_url):

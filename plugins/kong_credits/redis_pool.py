@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import DataError, RedisError
+from redis.exceptions import ConnectionError, DataError, RedisError, TimeoutError
 
 from .engine import AsyncEngine
 from .errors import RedisUnavailable
@@ -20,7 +20,11 @@ __all__ = ["ENGINES", "EngineCache"]
 
 
 class EngineCache:
-    """`get(url, timeout_ms)` returns the same AsyncEngine for the same Redis and timeout."""
+    """`get(url, timeout_ms)` returns the same AsyncEngine for the same Redis and timeout.
+
+    A call whose reply is late or lost is asked once more with the same request id, so a
+    request waits at most twice `timeout_ms` (plus a connect) before on_redis_error applies.
+    """
 
     def __init__(self) -> None:
         self._engines: dict[tuple[str, int], AsyncEngine] = {}
@@ -34,7 +38,14 @@ class EngineCache:
 
             async def run(script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
                 try:
-                    return await lane.evalsha(script, keys, args)
+                    try:
+                        return await lane.evalsha(script, keys, args)
+                    except (TimeoutError, ConnectionError):
+                        # The script may have run with its reply lost. authorize and settle
+                        # answer a repeated request id from what they stored, without
+                        # charging twice, so asking once more is safe; a Redis that is down
+                        # fails this at once (the lane is backing off).
+                        return await lane.evalsha(script, keys, args)
                 except DataError:
                     raise  # a bad argument is our bug, not an outage
                 except RedisError as exc:

@@ -85,7 +85,8 @@ def plugin_schema() -> list[dict[str, Any]]:
         }},
         {"redis_timeout_ms": {
             "type": "integer", "default": 250, "between": [1, 60_000], "required": True,
-            "description": "Longest wait for Redis before on_redis_error applies.",
+            "description": "Longest wait for one Redis reply; a late one is asked for once "
+                           "more (same request id, charged once) before on_redis_error applies.",
         }},
     ]
 
