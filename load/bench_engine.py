@@ -7,7 +7,10 @@ can send. Cases:
 - one hot wallet, 1 grant, no rate limit (every request charges the same wallet);
 - 100k wallets, 1 grant each, requests spread over them at random;
 - one wallet with 10 and 100 grants (burn order, expiry sweep);
-- 1, 2 and 4 rate-limit windows (second, minute, hour, day) per request.
+- 1, 2 and 4 rate-limit windows (second, minute, hour, day) per request;
+- the command floor: a script that runs exactly the Redis commands an admitted authorize runs
+  for one plain wallet (TIME, GET, HGETALL, ZRANGE, HGET, HINCRBY, 2 XADD, SET, HSET) and
+  none of its logic: what those commands alone cost, so the ceiling on authorizations/s.
 
 Each case: sequential (one blocking redis-py call at a time: a round trip each), pipelined
 (RESP packed ahead, sent in batches of --batch on one socket: Redis's own limit), and through
@@ -43,10 +46,29 @@ from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, AuthorizeRequest, RateLimit, authorize_call
 from kong_credits.redis_lane import RedisLane
 from kong_credits.redis_server import EmbeddedRedis
+from kong_credits.scripts import LuaScript
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 WINDOWS = [RateLimit(1, 10**9), RateLimit(60, 10**9), RateLimit(3600, 10**9),
            RateLimit(86400, 10**9)]
+
+
+FLOOR = LuaScript("floor", """
+local t = redis.call('TIME')
+redis.call('GET', KEYS[12])
+redis.call('HGETALL', KEYS[1])
+local id = string.sub(redis.call('ZRANGE', KEYS[3], 0, 3)[1], 39)
+redis.call('HGET', KEYS[2], id)
+redis.call('HINCRBY', KEYS[2], id, -ARGV[2])
+redis.call('XADD', KEYS[11], '*', 'event_id', ARGV[1], 'wallet', ARGV[6], 'consumer', ARGV[7],
+  'route', ARGV[8], 'service', ARGV[9], 'method', ARGV[10], 'path', ARGV[11], 'cost', ARGV[2],
+  'timestamp', t[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000, '*', 'type', 'charge', 'ref', ARGV[1],
+  'amount', '-1', 'balance', '999', 'ts', t[1])
+redis.call('SET', KEYS[12], '200,1,999,-1,-1,0,0,0,|', 'PX', ARGV[4])
+redis.call('HSET', KEYS[1], 'spent_day', '1', 'spent_month', '1', 'burn_current', '1')
+return {200}
+""")  # the commands of an admitted authorize (1 grant, no limit), none of its logic
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ class Case:
     wallets: int
     grants: int
     limits: int
+    script: LuaScript = AUTHORIZE
 
 
 CASES = [
@@ -65,6 +88,7 @@ CASES = [
     Case("1 wallet, 1 rate-limit window", 1, 1, 1),
     Case("1 wallet, 2 rate-limit windows", 1, 1, 2),
     Case("1 wallet, 4 rate-limit windows", 1, 1, 4),
+    Case("command floor: 1 hot wallet, no logic", 1, 1, 0, FLOOR),
 ]
 
 
@@ -120,7 +144,7 @@ def sequential(client: redis.Redis, calls: Calls, n: int) -> Rate:
     it = iter(calls)
     cpu0, t0 = redis_cpu_s(client), time.perf_counter()
     for keys, args in itertools.islice(it, n):
-        _check(client.evalsha(AUTHORIZE.sha, len(keys), *keys, *args))
+        _check(client.evalsha(calls.case.script.sha, len(keys), *keys, *args))
     elapsed, cpu = time.perf_counter() - t0, redis_cpu_s(client) - cpu0
     return Rate(n / elapsed, cpu / n * 1e6)
 
@@ -132,7 +156,7 @@ def pipelined(url: str, client: redis.Redis, calls: Calls, n: int, batch: int) -
     for start in range(0, n, batch):
         size = min(batch, n - start)
         batches.append((size, b"".join(
-            hiredis.pack_command(("EVALSHA", AUTHORIZE.sha, len(keys), *keys, *args))
+            hiredis.pack_command(("EVALSHA", calls.case.script.sha, len(keys), *keys, *args))
             for keys, args in itertools.islice(it, size))))
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port or 6379)) as sock:
@@ -156,12 +180,12 @@ def through_lane(url: str, client: redis.Redis, calls: Calls, n: int, callers: i
 
     async def run() -> float:
         lane = RedisLane.from_url(url)
-        await lane.evalsha(AUTHORIZE, *prepared[0])  # connect
+        await lane.evalsha(calls.case.script, *prepared[0])  # connect
         queue = iter(prepared[1:])
 
         async def caller() -> None:
             for keys, args in queue:
-                _check(await lane.evalsha(AUTHORIZE, keys, args))
+                _check(await lane.evalsha(calls.case.script, keys, args))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(callers)))
@@ -197,7 +221,8 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         url = args.redis_url or stack.enter_context(EmbeddedRedis()).url
         client = redis.Redis.from_url(url)
-        client.script_load(AUTHORIZE.source)
+        for script in {case.script for case in cases}:
+            client.script_load(script.source)
         info = client.info("server")
         for number, case in enumerate(cases):
             calls = Calls(case, f"b{number}")

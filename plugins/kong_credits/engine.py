@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -66,6 +67,8 @@ class AbuseDetection:
     min_rate: int = 100
     throttle_per_minute: int = 0
 
+
+NO_ABUSE_DETECTION = AbuseDetection(factor=0)
 
 @dataclass(frozen=True, slots=True)
 class AuthorizeRequest:
@@ -134,6 +137,17 @@ class Settlement:
         return cls(int(status), int(cost), int(balance), int(unpaid), bool(replayed))
 
 
+@lru_cache(maxsize=4096)
+def _family(wallet: str) -> tuple[WalletKeys, str, tuple[str, ...]]:
+    """A wallet's keys, its parent's name ("" for none) and the ten KEYS every script opens
+    (the wallet's five, then its parent's, or its own again): hot wallets repeat, so these
+    strings are built once, not on every request."""
+    keys = WalletKeys(wallet)
+    parent = parent_of(wallet)
+    family = (*keys.wallet_keys, *(WalletKeys(parent) if parent else keys).wallet_keys)
+    return keys, parent or "", family
+
+
 def authorize_call(
     request: AuthorizeRequest,
     *,
@@ -142,19 +156,17 @@ def authorize_call(
     hold_ms: int = DEFAULT_HOLD_MS,
 ) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of authorize.lua for `request` (now_ms 0: Redis's clock decides)."""
-    wallet = WalletKeys(request.wallet)
-    parent = parent_of(request.wallet)
-    abuse = request.abuse or AbuseDetection(factor=0)
+    wallet, parent, family = _family(request.wallet)
+    abuse = request.abuse or NO_ABUSE_DETECTION
     keys = [
-        *wallet.wallet_keys, *(WalletKeys(parent) if parent else wallet).wallet_keys,
-        wallet.events, wallet.request(request.request_id),
+        *family, wallet.events, wallet.request(request.request_id),
         wallet.reservation(request.request_id), wallet.alerts, wallet.throttle,
     ]
     args: list[str | int] = [
         request.request_id, request.cost, now_ms, answer_ttl_ms,
         hold_ms if request.hold else 0,
         request.wallet, request.consumer, request.route, request.service,
-        request.method, request.path, parent or "",
+        request.method, request.path, parent,
         repr(float(abuse.factor)), abuse.warmup_minutes, abuse.min_rate,
         abuse.throttle_per_minute, len(request.limits),
     ]
@@ -174,12 +186,8 @@ def settle_call(
     answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
 ) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of settle.lua: charge `cost` for a request authorized with hold=True."""
-    keys_of = WalletKeys(wallet)
-    parent = parent_of(wallet)
-    keys = [
-        *keys_of.wallet_keys, *(WalletKeys(parent) if parent else keys_of).wallet_keys,
-        keys_of.events, keys_of.reservation(request_id), keys_of.alerts,
-    ]
+    keys_of, _, family = _family(wallet)
+    keys = [*family, keys_of.events, keys_of.reservation(request_id), keys_of.alerts]
     args: list[str | int] = [
         request_id, parse_cost(cost), now_ms, answer_ttl_ms, "" if status is None else status,
     ]
