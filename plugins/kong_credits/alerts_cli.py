@@ -14,7 +14,7 @@ from .alerts import Alert, WebhookSink
 from .consumer_group import ConsumerGroup
 from .errors import InvalidInput
 from .forwarder import Forwarder, ForwarderOptions
-from .forwarder_cli import LOG_FORMAT, redis_client, stop_on_signals
+from .forwarder_cli import LOG_FORMAT, redis_client, retain_option, stop_on_signals
 from .forwarder_metrics import ForwarderMetrics
 from .keys import alert_streams
 from .retry import Backoff
@@ -43,20 +43,21 @@ SECRET_ENV = "KONG_CREDITS_WEBHOOK_SECRET"
 @click.option("--backoff-base-ms", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--backoff-max-ms", type=click.IntRange(1), default=30_000, show_default=True)
 @click.option("--timeout-s", type=click.FloatRange(0.1, 300), default=10.0, show_default=True)
+@retain_option
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @click.option("--redis-url", envvar=REDIS_URL_ENV, default=DEFAULT_REDIS_URL, show_default=True,
               help=f"Redis holding the alert streams (env {REDIS_URL_ENV}).")
 def alerts_command(url: str, hmac_secret: str, drain: bool, group: str, consumer: str | None,
                    claim_idle_ms: int, block_ms: int, max_attempts: int, backoff_base_ms: int,
-                   backoff_max_ms: int, timeout_s: float, log_level: str,
+                   backoff_max_ms: int, timeout_s: float, retain_s: int, log_level: str,
                    redis_url: str) -> None:
     """Deliver alerts (thresholds, caps, abuse) as signed webhooks: at least once, each
     under its unique alert id; refused ones go to the dead-letter stream (kong-credits dlq)."""
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     options = ForwarderOptions(
         batch_size=1, drain=drain, claim_idle_ms=claim_idle_ms, block_ms=block_ms,
-        max_attempts=max_attempts,
+        max_attempts=max_attempts, retain_ms=retain_s * 1000,
         backoff=Backoff(backoff_base_ms / 1000, max(backoff_max_ms, backoff_base_ms) / 1000))
     config = SinkConfig(url=url, hmac_secret=hmac_secret, timeout_s=timeout_s)
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10)

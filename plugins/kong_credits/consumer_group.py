@@ -49,6 +49,12 @@ def _by_stream(entries: Iterable[StreamEntry]) -> dict[str, list[str]]:
     return ids
 
 
+def _stream_id(text: str) -> tuple[int, int]:
+    """"1700000000000-3" -> (1700000000000, 3): stream ids compare as number pairs."""
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _entries(reply: Any) -> list[StreamEntry]:
     """Decode XREADGROUP: RESP2 [[stream, entries], ...], RESP3 {stream: [entries]}."""
     if not reply:
@@ -176,6 +182,48 @@ class ConsumerGroup:
         for stream in self.streams:
             pipe.xpending(stream, self.group)
         return sum(int(reply["pending"]) for reply in pipe.execute())
+
+    def trim_delivered(self, retain_ms: int, *, now_ms: int | None = None) -> int:
+        """Drop entries every consumer group of a stream is done with, once older than
+        `retain_ms`; returns how many went. Done means acknowledged (or dead-lettered): an
+        entry stays while any group has not read it or holds it pending, so this never
+        loses an event some group still has to deliver. A stream without groups is kept
+        whole. Groups only move forward, so a group that advances meanwhile is no risk; a
+        group created later starts from the oldest entry still kept."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff = (max(now_ms - retain_ms, 0), 0)
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        groups_of = dict(zip(self.streams, pipe.execute(raise_on_error=False), strict=True))
+        for stream, groups in groups_of.items():
+            if isinstance(groups, Exception):  # no such stream yet
+                groups_of[stream] = []
+        pipe = self.client.pipeline(transaction=False)
+        holders = [(stream, g["name"]) for stream, groups in groups_of.items()
+                   for g in groups if int(g.get("pending") or 0) > 0]
+        for stream, name in holders:
+            pipe.xpending(stream, name)
+        oldest_pending: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for (stream, _), summary in zip(holders, pipe.execute() if holders else [], strict=True):
+            if summary.get("min"):
+                oldest_pending[stream].append(_stream_id(summary["min"]))
+        pipe = self.client.pipeline(transaction=False)
+        trimmed = []
+        for stream, groups in groups_of.items():
+            if not groups:
+                continue
+            # Entries before a group's first pending one, and up to its last delivered one,
+            # are done for that group: keep from the first entry some group still needs.
+            needed = [*oldest_pending[stream]]
+            for g in groups:
+                ms, seq = _stream_id(str(g["last-delivered-id"]))
+                needed.append((ms, seq + 1))
+            keep_from = min(*needed, cutoff)
+            if keep_from > (0, 1):
+                pipe.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=False)
+                trimmed.append(stream)
+        return sum(pipe.execute()) if trimmed else 0
 
     def backlog(self) -> Backlog:
         """Lag and pending over all streams, from XINFO GROUPS."""

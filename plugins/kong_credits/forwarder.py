@@ -33,7 +33,8 @@ __all__ = ["Forwarder", "ForwarderOptions"]
 
 log = logging.getLogger(__name__)
 _BACKLOG_EVERY_S = 10.0
-"""How often the lag and pending gauges are refreshed between summaries."""
+"""How often the lag and pending gauges are refreshed, and delivered entries trimmed."""
+DEFAULT_RETAIN_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +48,14 @@ class ForwarderOptions:
     max_attempts: int = 10
     backoff: Backoff = field(default_factory=Backoff)
     summary_interval_s: float = 60.0
+    retain_ms: int | None = DEFAULT_RETAIN_MS
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "claim_idle_ms", "block_ms", "max_attempts"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.retain_ms is not None and self.retain_ms < 0:
+            raise InvalidInput(f"retain_ms must be at least 0, not {self.retain_ms}")
 
 
 class _GiveUp(Exception):
@@ -67,6 +71,9 @@ class Forwarder:
       pending). Without drain, retry forever with backoff.
     claim_idle_ms: reclaim another consumer's entries once idle this long; entries in hand
       are touched well before, so a slow but live forwarder keeps its own.
+    retain_ms: every 10 s and on exit, trim stream entries that every consumer group is done
+      with and that are older than this (None: never trim). Without it the streams grow
+      for as long as the gateway serves requests.
     """
 
     def __init__(self, group: ConsumerGroup, sink: Sink, options: ForwarderOptions, *,
@@ -118,6 +125,7 @@ class Forwarder:
                 self.stop.wait(self.options.backoff.delay_s(redis_failures))
             self._maybe_summarize()
         self._summarize()
+        self._trim()
         return 0
 
     def _fetch(self) -> list[StreamEntry]:
@@ -240,6 +248,7 @@ class Forwarder:
             self._summarize()
         elif now >= self._backlog_at:
             self._backlog()
+            self._trim()
 
     def _backlog(self) -> tuple[str, str]:
         """Lag and pending as text for the log; also sets the Prometheus gauges."""
@@ -250,6 +259,17 @@ class Forwarder:
             return "unknown", "unknown"
         self.metrics.backlog(backlog.lag, backlog.pending)
         return "unknown" if backlog.lag is None else str(backlog.lag), str(backlog.pending)
+
+    def _trim(self) -> None:
+        if self.options.retain_ms is None:
+            return
+        try:
+            trimmed = self.group.trim_delivered(self.options.retain_ms)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return  # the next round trims what this one could not
+        if trimmed:
+            self.metrics.trimmed(trimmed)
+            log.debug("trimmed %d delivered entries from the streams", trimmed)
 
     def _summarize(self) -> None:
         """The info line: what happened since the last one, and what is left."""

@@ -25,7 +25,7 @@ from .consumer_group import ConsumerGroup
 from .customers import DEFAULT_CUSTOMERS_PATH, CustomerMap
 from .dlq import list_dead_letters, replay
 from .errors import InvalidInput
-from .forwarder import Forwarder, ForwarderOptions
+from .forwarder import DEFAULT_RETAIN_MS, Forwarder, ForwarderOptions
 from .forwarder_keys import group_name
 from .forwarder_metrics import ForwarderMetrics
 from .retry import Backoff
@@ -47,6 +47,16 @@ def _redis_url_option(command: F) -> F:
         "--redis-url", envvar=REDIS_URL_ENV, default=DEFAULT_REDIS_URL, show_default=True,
         help=f"Redis holding the event streams (env {REDIS_URL_ENV}).",
     )(command)
+
+
+def retain_option(command: F) -> F:
+    """--retain-s: how long delivered entries stay in the streams (forwarder and alerts)."""
+    return click.option(
+        "--retain-s", type=click.IntRange(0, 315_360_000), default=DEFAULT_RETAIN_MS // 1000,
+        show_default=True,
+        help="Trim stream entries every consumer group has delivered once older than this "
+             "(checked every 10 s and on exit); entries any group still has to deliver are "
+             "never trimmed.")(command)
 
 
 def _cluster_option(command: F) -> F:
@@ -168,6 +178,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
 @click.option("--backoff-max-ms", type=click.IntRange(1), default=30_000, show_default=True)
 @click.option("--summary-interval-s", type=click.FloatRange(0.1), default=60.0,
               show_default=True, help="How often to log the info summary.")
+@retain_option
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve Prometheus metrics on this port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
@@ -178,7 +189,8 @@ def stop_on_signals() -> Iterator[threading.Event]:
 def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None,
                       consumer: str | None, claim_idle_ms: int, block_ms: int,
                       max_attempts: int, backoff_base_ms: int, backoff_max_ms: int,
-                      summary_interval_s: float, metrics_port: int | None, metrics_host: str,
+                      summary_interval_s: float, retain_s: int, metrics_port: int | None,
+                      metrics_host: str,
                       cluster: bool, log_level: str, redis_url: str,
                       **sink_settings: Any) -> None:
     """Deliver rated events to a billing backend: at least once, deduplicated by event id."""
@@ -187,6 +199,7 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
         options = ForwarderOptions(
             batch_size=batch_size, drain=drain, claim_idle_ms=claim_idle_ms, block_ms=block_ms,
             max_attempts=max_attempts, summary_interval_s=summary_interval_s,
+            retain_ms=retain_s * 1000,
             backoff=Backoff(backoff_base_ms / 1000, max(backoff_max_ms, backoff_base_ms) / 1000))
     except (InvalidInput, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -47,6 +47,8 @@ class ForwarderMetrics:
         self._lost = counter(
             "events_lost", "Pending events deleted from the stream before delivery.").labels(sink)
         self._redis_errors = counter("redis_errors", "Redis calls that failed.").labels(sink)
+        self._trimmed = counter(
+            "events_trimmed", "Stream entries every group was done with, trimmed.").labels(sink)
         self._batches = Counter("kong_credits_forwarder_batches", "Delivery calls by outcome.",
                                 ["sink", "outcome"], registry=self.registry)
         self._sink = sink
@@ -87,6 +89,9 @@ class ForwarderMetrics:
 
     def redis_error(self) -> None:
         self._redis_errors.inc()
+
+    def trimmed(self, entries: int) -> None:
+        self._trimmed.inc(entries)
 
     def backlog(self, lag: int | None, pending: int) -> None:
         if lag is not None:
