@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from event_source import assert_billed_once, produce
 
 from kong_credits.forwarder_cli import dlq_command, forwarder_command
+from kong_credits.keys import event_streams
 from kong_credits.redis_server import _free_port, find_redis_server
 
 pytestmark = pytest.mark.integration
@@ -63,9 +64,12 @@ def test_cluster_mode_forwards_and_dead_letters_slot_by_slot(cluster_url: str) -
         backend.chaos(0.2, ["500", "drop-after"], seed=1)
         result = CliRunner().invoke(forwarder_command, [
             *sink_args("http", backend.url), "--cluster", "--drain", "--claim-idle-ms",
-            "200", "--backoff-base-ms", "1", "--backoff-max-ms", "10",
+            "200", "--backoff-base-ms", "1", "--backoff-max-ms", "10", "--retain-s", "0",
             "--redis-url", cluster_url])
         assert result.exit_code == 0, result.output
     assert_billed_once(backend, produced, refused=produced.ids(bad=True))
+    node = redis.Redis.from_url(cluster_url)  # one node holds every slot
+    assert sum(node.xlen(stream) for stream in event_streams()) == 0  # trimmed slot by slot
+    node.close()
     listed = CliRunner().invoke(dlq_command, ["list", "--cluster", "--redis-url", cluster_url])
     assert listed.output.splitlines()[-1] == "2 dead letter(s)"
