@@ -20,7 +20,7 @@ def test_authorize_keys_share_one_slot(wallet: str) -> None:
     request = AuthorizeRequest("req", wallet, "consumer{x}", 1,
                                limits=(RateLimit(1, 5), RateLimit(86400, 9)))
     call_keys, _ = authorize_call(request)
-    assert len(call_keys) == 17
+    assert len(call_keys) == 18  # 16 fixed keys + one per rate limit
     assert len(slots(call_keys)) == 1
 
 
@@ -35,6 +35,7 @@ def test_settle_and_wallet_keys_share_one_slot(wallet: str) -> None:
 def test_event_and_alert_shards_use_distinct_slots() -> None:
     assert len(slots(keys.event_streams())) == keys.SHARDS
     assert slots(keys.event_streams()) == slots(keys.alert_streams())
+    assert slots(keys.event_streams()) == slots([keys.holds_index(s) for s in range(keys.SHARDS)])
 
 
 def test_a_wallet_family_shares_its_roots_slot() -> None:

@@ -38,7 +38,8 @@ PERIOD_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 DEFAULT_ANSWER_TTL_MS = 120_000
 """How long an admitted request's answer is kept, so a retry with its id charges nothing."""
 DEFAULT_HOLD_MS = 900_000
-"""How long credits held for a later settle wait for it (then the hold lapses, uncharged)."""
+"""How long credits held for a later settle wait for it; then the forwarder settles the hold
+at its estimate (lapsed_holds.py)."""
 
 AUTHORIZE = scripts.load("authorize")
 SETTLE = scripts.load("settle")
@@ -160,7 +161,7 @@ def authorize_call(
     abuse = request.abuse or NO_ABUSE_DETECTION
     keys = [
         *family, wallet.events, wallet.request(request.request_id),
-        wallet.reservation(request.request_id), wallet.alerts, wallet.throttle,
+        wallet.reservation(request.request_id), wallet.alerts, wallet.throttle, wallet.holds,
     ]
     args: list[str | int] = [
         request.request_id, request.cost, now_ms, answer_ttl_ms,
@@ -187,7 +188,8 @@ def settle_call(
 ) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of settle.lua: charge `cost` for a request authorized with hold=True."""
     keys_of, _, family = _family(wallet)
-    keys = [*family, keys_of.events, keys_of.reservation(request_id), keys_of.alerts]
+    keys = [*family, keys_of.events, keys_of.reservation(request_id), keys_of.alerts,
+            keys_of.holds]
     args: list[str | int] = [
         request_id, parse_cost(cost), now_ms, answer_ttl_ms, "" if status is None else status,
     ]

@@ -23,8 +23,10 @@ from typing import Any
 import redis
 
 from .consumer_group import ConsumerGroup, StreamEntry
-from .errors import InvalidInput
+from .engine import Engine
+from .errors import InvalidInput, RedisUnavailable
 from .forwarder_metrics import ForwarderMetrics, Tally
+from .lapsed_holds import sweep_lapsed_holds
 from .rated_event import RatedEvent
 from .retry import Backoff
 from .sinks.base import Sink
@@ -33,7 +35,8 @@ __all__ = ["Forwarder", "ForwarderOptions"]
 
 log = logging.getLogger(__name__)
 _BACKLOG_EVERY_S = 10.0
-"""How often the lag and pending gauges are refreshed, and delivered entries trimmed."""
+"""How often the lag and pending gauges are refreshed, delivered entries trimmed and lapsed
+holds swept."""
 DEFAULT_RETAIN_MS = 3_600_000
 
 
@@ -49,6 +52,7 @@ class ForwarderOptions:
     backoff: Backoff = field(default_factory=Backoff)
     summary_interval_s: float = 60.0
     retain_ms: int | None = DEFAULT_RETAIN_MS
+    sweep_holds: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "claim_idle_ms", "block_ms", "max_attempts"):
@@ -74,6 +78,8 @@ class Forwarder:
     retain_ms: every 10 s and on exit, trim stream entries that every consumer group is done
       with and that are older than this (None: never trim). Without it the streams grow
       for as long as the gateway serves requests.
+    sweep_holds: on start, every 10 s and on exit, settle holds whose settle never came at
+      their estimate (lapsed_holds.py), so their events reach the stream and the sink.
     """
 
     def __init__(self, group: ConsumerGroup, sink: Sink, options: ForwarderOptions, *,
@@ -102,6 +108,7 @@ class Forwarder:
     def run(self) -> int:
         """Forward until stopped (0), or with drain until done (0) or failing (1)."""
         self.group.ensure()
+        self._housekeeping()
         redis_failures = 0
         inbox = self.group.read_own_pending(self.batch_size)
         while not self.stop.is_set():
@@ -125,7 +132,7 @@ class Forwarder:
                 self.stop.wait(self.options.backoff.delay_s(redis_failures))
             self._maybe_summarize()
         self._summarize()
-        self._trim()
+        self._housekeeping()
         return 0
 
     def _fetch(self) -> list[StreamEntry]:
@@ -248,7 +255,7 @@ class Forwarder:
             self._summarize()
         elif now >= self._backlog_at:
             self._backlog()
-            self._trim()
+            self._housekeeping()
 
     def _backlog(self) -> tuple[str, str]:
         """Lag and pending as text for the log; also sets the Prometheus gauges."""
@@ -260,16 +267,22 @@ class Forwarder:
         self.metrics.backlog(backlog.lag, backlog.pending)
         return "unknown" if backlog.lag is None else str(backlog.lag), str(backlog.pending)
 
-    def _trim(self) -> None:
-        if self.options.retain_ms is None:
-            return
+    def _housekeeping(self) -> None:
+        """Sweep lapsed holds, trim delivered entries; what fails now is done next round."""
         try:
-            trimmed = self.group.trim_delivered(self.options.retain_ms)
-        except (redis.ConnectionError, redis.TimeoutError):
-            return  # the next round trims what this one could not
-        if trimmed:
-            self.metrics.trimmed(trimmed)
-            log.debug("trimmed %d delivered entries from the streams", trimmed)
+            if self.options.sweep_holds:
+                swept = sweep_lapsed_holds(Engine(self.group.client))
+                if swept.settled or swept.vanished:
+                    self.metrics.holds_swept(swept.settled, swept.vanished)
+                    log.warning("settled %d lapsed holds at their estimate (%d had expired)",
+                                swept.settled, swept.vanished)
+            if self.options.retain_ms is not None:
+                trimmed = self.group.trim_delivered(self.options.retain_ms)
+                if trimmed:
+                    self.metrics.trimmed(trimmed)
+                    log.debug("trimmed %d delivered entries from the streams", trimmed)
+        except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable):
+            self.metrics.redis_error()
 
     def _summarize(self) -> None:
         """The info line: what happened since the last one, and what is left."""

@@ -199,7 +199,7 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
         options = ForwarderOptions(
             batch_size=batch_size, drain=drain, claim_idle_ms=claim_idle_ms, block_ms=block_ms,
             max_attempts=max_attempts, summary_interval_s=summary_interval_s,
-            retain_ms=retain_s * 1000,
+            retain_ms=retain_s * 1000, sweep_holds=True,
             backoff=Backoff(backoff_base_ms / 1000, max(backoff_max_ms, backoff_base_ms) / 1000))
     except (InvalidInput, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc

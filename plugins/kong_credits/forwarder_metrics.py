@@ -49,6 +49,10 @@ class ForwarderMetrics:
         self._redis_errors = counter("redis_errors", "Redis calls that failed.").labels(sink)
         self._trimmed = counter(
             "events_trimmed", "Stream entries every group was done with, trimmed.").labels(sink)
+        self._holds_swept = counter(
+            "holds_swept", "Holds past their deadline settled at the estimate.").labels(sink)
+        self._holds_lost = counter(
+            "holds_lost", "Holds that expired before any settle or sweep.").labels(sink)
         self._batches = Counter("kong_credits_forwarder_batches", "Delivery calls by outcome.",
                                 ["sink", "outcome"], registry=self.registry)
         self._sink = sink
@@ -92,6 +96,10 @@ class ForwarderMetrics:
 
     def trimmed(self, entries: int) -> None:
         self._trimmed.inc(entries)
+
+    def holds_swept(self, settled: int, vanished: int) -> None:
+        self._holds_swept.inc(settled)
+        self._holds_lost.inc(vanished)
 
     def backlog(self, lag: int | None, pending: int) -> None:
         if lag is not None:

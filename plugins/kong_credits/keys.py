@@ -49,6 +49,17 @@ def event_streams() -> list[str]:
     return [event_stream(shard) for shard in range(SHARDS)]
 
 
+def holds_index(shard: int) -> str:
+    """ZSET request id -> deadline ms of the shard's open holds (authorize with hold, until
+    settle): what the forwarder settles at the estimate once a deadline passes."""
+    return f"{_tag(shard)}:holds"
+
+
+def hold_key(shard: int, request_id: str) -> str:
+    """HASH: credits held for a request whose price is known after the response."""
+    return f"{_tag(shard)}:hold:{request_id}"
+
+
 def alert_stream(shard: int) -> str:
     """The alert stream of one shard (thresholds, caps, abuse)."""
     return f"{_tag(shard)}:alerts"
@@ -144,7 +155,12 @@ class WalletKeys:
 
     def reservation(self, request_id: str) -> str:
         """HASH: credits held for a request whose price is known after the response."""
-        return f"{_tag(self.shard)}:hold:{request_id}"
+        return hold_key(self.shard, request_id)
+
+    @property
+    def holds(self) -> str:
+        """ZSET of the shard's open holds by deadline (shared with other wallets)."""
+        return holds_index(self.shard)
 
     def rate_limit(self, consumer: str, period_s: int) -> str:
         """HASH bucket index -> admitted requests: one sliding window of one consumer."""

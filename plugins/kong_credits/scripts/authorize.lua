@@ -5,10 +5,12 @@
 --   1-5  the paying wallet: state, remaining, burn, expiry, ledger
 --   6-10 its parent wallet (the same five keys again when it has none)
 --   11 events  12 request (stored answer)  13 reservation  14 alerts  15 abuse throttle window
---   16.. one sliding-window HASH per rate limit, in the order of the limits in ARGV
+--   16 open holds of the shard (ZSET request id -> deadline)
+--   17.. one sliding-window HASH per rate limit, in the order of the limits in ARGV
 -- ARGV:
 --   1 request id  2 cost (credits)  3 now ms (0 = Redis server time)  4 answer ttl ms
---   5 hold ms (0 = charge now and append the event; > 0 = hold `cost` for a later settle)
+--   5 hold ms (0 = charge now and append the event; > 0 = hold `cost` for a later settle,
+--     which the forwarder makes at the estimate once this has passed: see sweep_holds.py)
 --   6 wallet  7 consumer  8 route  9 service  10 method  11 path  12 parent wallet ("" = none)
 --   13 abuse factor (0 = off)  14 warm-up minutes  15 least credits/minute to alarm
 --   16 throttle requests/minute while abuse is suspected (0 = alert only)
@@ -30,6 +32,7 @@
 -- `limit` requests are admitted (a request may be refused up to one bucket early).
 
 local BUCKETS = 10
+local LAPSED_HOLD_KEPT_MS = 86400000  -- a hold past its deadline waits this long for a sweep
 local EWMA_ALPHA = 0.1  -- weight of the last full minute in the burn-rate baseline
 
 local request_id, cost = ARGV[1], tonumber(ARGV[2])
@@ -82,7 +85,7 @@ end
 --    tightest one and how long a refusal must wait.
 local specs = {}
 for i = 1, tonumber(ARGV[17]) do
-  specs[i] = {KEYS[15 + i], tonumber(ARGV[16 + 2 * i]), tonumber(ARGV[17 + 2 * i]), 'rate_limit'}
+  specs[i] = {KEYS[16 + i], tonumber(ARGV[16 + 2 * i]), tonumber(ARGV[17 + 2 * i]), 'rate_limit'}
 end
 if own.f.abuse_active == 1 and throttle > 0 then
   specs[#specs + 1] = {KEYS[15], 60000, throttle, 'abuse_throttle'}
@@ -264,7 +267,8 @@ if hold_ms > 0 then
     'parent_burned', table.concat(burned_parent, ';'), 'from_parent', fmt(from_parent),
     'wallet', ARGV[6], 'parent', ARGV[12], 'consumer', ARGV[7], 'route', ARGV[8],
     'service', ARGV[9], 'method', ARGV[10], 'path', ARGV[11], 'timestamp', own.now_s)
-  redis.call('PEXPIRE', KEYS[13], hold_ms)
+  redis.call('PEXPIRE', KEYS[13], hold_ms + LAPSED_HOLD_KEPT_MS)
+  redis.call('ZADD', KEYS[16], now + hold_ms, request_id)
   ledger_add(own, 'hold', request_id, -from_own, spendable(own))
 else
   local event = {'event_id', request_id, 'wallet', ARGV[6], 'consumer', ARGV[7],

@@ -2,7 +2,7 @@
 --
 -- KEYS (one slot): 1-5 the paying wallet (state, remaining, burn, expiry, ledger)
 --   6-10 its parent (the same five again when it has none)  11 events  12 reservation
---   13 alerts
+--   13 alerts  14 open holds of the shard
 -- ARGV: 1 request id  2 actual cost (credits)  3 now ms (0 = server time)  4 answer ttl ms
 --   5 HTTP status of the response ("" when unknown)
 -- Reply: {status, cost, balance, unpaid, replayed}: status 200 settled, 404 no such hold
@@ -32,6 +32,7 @@ if h.settled then
   return reply
 end
 
+redis.call('ZREM', KEYS[14], request_id)
 local own, parent, finish = open_family(h.wallet or '', h.parent or '', now)
 if #hold == 0 then
   return finish({404, actual, spendable(own), 0, 0})
