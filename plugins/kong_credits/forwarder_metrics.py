@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -35,24 +36,24 @@ class ForwarderMetrics:
         self.registry = registry or CollectorRegistry()
         self.tally = Tally()
 
-        def counter(name: str, doc: str) -> Counter:
+        def counter(name: str, doc: str) -> Any:
+            """A per-sink counter kong_credits_forwarder_<name>_total, for this sink."""
             return Counter(f"kong_credits_forwarder_{name}", doc, ["sink"],
-                           registry=self.registry)
+                           registry=self.registry).labels(sink)
 
-        self._delivered = counter("events_delivered", "Events the sink confirmed.").labels(sink)
-        self._retried = counter(
-            "events_retried", "Event sends repeated after a retryable failure.").labels(sink)
-        self._dead_lettered = counter(
-            "events_dead_lettered", "Events refused for good, moved to the DLQ.").labels(sink)
-        self._lost = counter(
-            "events_lost", "Pending events deleted from the stream before delivery.").labels(sink)
-        self._redis_errors = counter("redis_errors", "Redis calls that failed.").labels(sink)
-        self._trimmed = counter(
-            "events_trimmed", "Stream entries every group was done with, trimmed.").labels(sink)
-        self._holds_swept = counter(
-            "holds_swept", "Holds past their deadline settled at the estimate.").labels(sink)
-        self._holds_lost = counter(
-            "holds_lost", "Holds that expired before any settle or sweep.").labels(sink)
+        self._delivered = counter("events_delivered", "Events the sink confirmed.")
+        self._retried = counter("events_retried",
+                                "Event sends repeated after a retryable failure.")
+        self._dead_lettered = counter("events_dead_lettered",
+                                      "Events refused for good, moved to the DLQ.")
+        self._lost = counter("events_lost",
+                             "Pending events deleted from the stream before delivery.")
+        self._redis_errors = counter("redis_errors", "Redis calls that failed.")
+        self._trimmed = counter("events_trimmed",
+                                "Stream entries every group was done with, trimmed.")
+        self._holds_swept = counter("holds_swept",
+                                    "Holds past their deadline settled at the estimate.")
+        self._holds_lost = counter("holds_lost", "Holds that expired before any settle or sweep.")
         self._batches = Counter("kong_credits_forwarder_batches", "Delivery calls by outcome.",
                                 ["sink", "outcome"], registry=self.registry)
         self._sink = sink
