@@ -280,6 +280,14 @@ def test_a_reply_lost_to_a_timeout_is_asked_again_and_charged_once(gateway, r, r
     assert after - before == 2  # the first call ran too: its answer was replayed
 
 
+def test_answers_are_kept_only_as_long_as_the_plugins_retry_may_come(gateway, r):
+    wallets.grant(r, "wallet-a", 10)
+    assert gateway.get("/paid").status == 200
+    answers = list(r.scan_iter("kc:*:req:*"))
+    assert answers
+    assert all(0 < r.pttl(key) <= 2 * 250 + 10_000 for key in answers)  # default timeout
+
+
 def test_budget_three_pdk_calls_and_one_redis_call_per_request(gateway, r, redis_url):
     wallets.grant(r, "wallet-a", 1000)
     gateway.get("/paid")  # warm: instance started, script loaded, connection open

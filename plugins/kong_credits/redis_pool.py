@@ -24,6 +24,8 @@ class EngineCache:
 
     A call whose reply is late or lost is asked once more with the same request id, so a
     request waits at most twice `timeout_ms` (plus a connect) before on_redis_error applies.
+    Answers are kept only as long as that retry may come (`answer_ttl_ms`): at 20k requests/s
+    the engine's default of 120 s would hold ~2.4M answer keys (~360 MB) in Redis.
     """
 
     def __init__(self) -> None:
@@ -52,8 +54,14 @@ class EngineCache:
                     # Down, late, out of memory, read-only replica: on_redis_error decides.
                     raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-            engine = self._engines[key] = AsyncEngine(run)
+            engine = self._engines[key] = AsyncEngine(run, answer_ttl_ms=answer_ttl_ms(timeout_ms))
         return engine
+
+
+def answer_ttl_ms(timeout_ms: int) -> int:
+    """How long the plugin keeps an answer: its retry comes within 2 x timeout, plus room for
+    a loaded Redis to run a queued call late."""
+    return 2 * timeout_ms + 10_000
 
 
 ENGINES = EngineCache()
