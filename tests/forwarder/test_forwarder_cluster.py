@@ -14,6 +14,8 @@ from billing_recorder import BillingRecorder, sink_args
 from click.testing import CliRunner
 from event_source import assert_billed_once, produce
 
+from kong_credits import wallets
+from kong_credits.engine import AuthorizeRequest, Engine
 from kong_credits.forwarder_cli import dlq_command, forwarder_command
 from kong_credits.keys import event_streams
 from kong_credits.redis_server import _free_port, find_redis_server
@@ -51,6 +53,18 @@ def cluster_url() -> Iterator[str]:
             process.wait(timeout=10)
 
 
+def lapsed_hold(url: str) -> str:
+    """A held request whose settle never comes: the forwarder settles it at its estimate."""
+    client = redis.Redis.from_url(url)
+    wallets.grant(client, "held-wallet", 100)
+    decision = Engine(client, hold_ms=1).authorize(
+        AuthorizeRequest("lapsed-1", "held-wallet", "c", 7, hold=True))
+    assert decision.admitted
+    client.close()
+    time.sleep(0.01)
+    return "lapsed-1"
+
+
 def test_a_single_call_over_all_streams_is_refused_on_a_cluster(cluster_url: str) -> None:
     client = redis.Redis.from_url(cluster_url)
     with pytest.raises(redis.ResponseError, match="same slot"):  # CROSSSLOT
@@ -60,6 +74,7 @@ def test_a_single_call_over_all_streams_is_refused_on_a_cluster(cluster_url: str
 
 def test_cluster_mode_forwards_and_dead_letters_slot_by_slot(cluster_url: str) -> None:
     produced = produce(cluster_url, 400, bad=2)
+    lapsed = lapsed_hold(cluster_url)
     with BillingRecorder("http") as backend:
         backend.chaos(0.2, ["500", "drop-after"], seed=1)
         result = CliRunner().invoke(forwarder_command, [
@@ -67,6 +82,7 @@ def test_cluster_mode_forwards_and_dead_letters_slot_by_slot(cluster_url: str) -
             "200", "--backoff-base-ms", "1", "--backoff-max-ms", "10", "--retain-s", "0",
             "--redis-url", cluster_url])
         assert result.exit_code == 0, result.output
+    produced.events[lapsed] = ("held-wallet", 7)  # swept at its estimate, then delivered
     assert_billed_once(backend, produced, refused=produced.ids(bad=True))
     node = redis.Redis.from_url(cluster_url)  # one node holds every slot
     assert sum(node.xlen(stream) for stream in event_streams()) == 0  # trimmed slot by slot
