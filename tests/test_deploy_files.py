@@ -75,6 +75,9 @@ def test_compose_wires_kong_redis_and_upstream():
     kong = services["kong"]
     assert (ROOT / kong["build"]["context"] / kong["build"]["dockerfile"]).exists()
     assert kong["environment"]["KONG_CREDITS_REDIS_URL"].startswith("redis://redis:")
+    redis_args = services["redis"]["command"]  # a database, not a cache: persisted, no eviction
+    assert "--appendonly" in redis_args and "noeviction" in redis_args
+    assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
     service_hosts = {s["url"].split("/")[2].split(":")[0]
                      for s in yaml.safe_load((ROOT / "kong" / "kong.yml").read_text())["services"]}
     assert service_hosts <= set(services)
