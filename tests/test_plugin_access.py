@@ -280,6 +280,19 @@ def test_a_reply_lost_to_a_timeout_is_asked_again_and_charged_once(gateway, r, r
     assert after - before == 2  # the first call ran too: its answer was replayed
 
 
+def test_a_full_redis_refuses_with_503_and_charges_nothing(gateway, r):
+    """maxmemory reached under noeviction: Redis refuses the script (OOM), no retry, deny."""
+    wallets.grant(r, "wallet-a", 10)
+    r.config_set("maxmemory", 1)
+    try:
+        response = gateway.get("/paid")
+    finally:
+        r.config_set("maxmemory", 0)
+    assert response.status == 503
+    assert wallets.balance(r, "wallet-a").balance == 10 and events(r, "wallet-a") == []
+    assert gateway.get("/paid").status == 200  # room again: served at once
+
+
 def test_answers_are_kept_only_as_long_as_the_plugins_retry_may_come(gateway, r):
     wallets.grant(r, "wallet-a", 10)
     assert gateway.get("/paid").status == 200
