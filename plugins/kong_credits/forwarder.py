@@ -271,11 +271,7 @@ class Forwarder:
         """Sweep lapsed holds, trim delivered entries; what fails now is done next round."""
         try:
             if self.options.sweep_holds:
-                swept = sweep_lapsed_holds(Engine(self.group.client))
-                if swept.settled or swept.vanished:
-                    self.metrics.holds_swept(swept.settled, swept.vanished)
-                    log.warning("settled %d lapsed holds at their estimate (%d had expired)",
-                                swept.settled, swept.vanished)
+                self._sweep_holds()
             if self.options.retain_ms is not None:
                 trimmed = self.group.trim_delivered(self.options.retain_ms)
                 if trimmed:
@@ -283,6 +279,20 @@ class Forwarder:
                     log.debug("trimmed %d delivered entries from the streams", trimmed)
         except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable):
             self.metrics.redis_error()
+
+    def _sweep_holds(self) -> None:
+        """Settle lapsed holds, page after page for up to a second (a backlog left by an
+        outage is worked off over the next rounds, delivery goes on meanwhile)."""
+        engine = Engine(self.group.client)
+        deadline = time.monotonic() + 1.0
+        while True:
+            swept = sweep_lapsed_holds(engine)
+            if swept.settled or swept.vanished:
+                self.metrics.holds_swept(swept.settled, swept.vanished)
+                log.warning("settled %d lapsed holds at their estimate (%d had expired)",
+                            swept.settled, swept.vanished)
+            if not swept.more or time.monotonic() >= deadline:
+                return
 
     def _summarize(self) -> None:
         """The info line: what happened since the last one, and what is left."""

@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Swept:
     """settled: holds settled at their estimate; vanished: index entries whose hold had
-    already expired (left unswept for a day past its deadline), so no event was made."""
+    already expired (left unswept for a day past its deadline), so no event was made;
+    more: some shard had more due than the limit (call again)."""
 
     settled: int = 0
     vanished: int = 0
+    more: bool = False
 
 
 def sweep_lapsed_holds(engine: Engine, *, limit: int = 100) -> Swept:
@@ -40,15 +42,18 @@ def sweep_lapsed_holds(engine: Engine, *, limit: int = 100) -> Swept:
     pipe = client.pipeline(transaction=False)
     for shard in range(SHARDS):
         pipe.zrangebyscore(holds_index(shard), "-inf", now_ms, start=0, num=limit)
-    due = [(shard, _text(request_id))
-           for shard, ids in enumerate(pipe.execute()) for request_id in ids]
+    pages = pipe.execute()
+    due = [(shard, _text(request_id)) for shard, ids in enumerate(pages) for request_id in ids]
     if not due:
         return Swept()
     pipe = client.pipeline(transaction=False)
     for shard, request_id in due:
-        pipe.hmget(hold_key(shard, request_id), "wallet", "reserved")
+        pipe.hmget(hold_key(shard, request_id), "wallet", "reserved", "settled")
     settled = vanished = 0
-    for (shard, request_id), (wallet, reserved) in zip(due, pipe.execute(), strict=True):
+    for (shard, request_id), (wallet, reserved, done) in zip(due, pipe.execute(), strict=True):
+        if done is not None:  # settled since the index was read
+            client.zrem(holds_index(shard), request_id)
+            continue
         if wallet is None or reserved is None:
             client.zrem(holds_index(shard), request_id)
             vanished += 1
@@ -57,7 +62,7 @@ def sweep_lapsed_holds(engine: Engine, *, limit: int = 100) -> Swept:
             continue
         engine.settle(request_id, _text(wallet), int(reserved))
         settled += 1
-    return Swept(settled, vanished)
+    return Swept(settled, vanished, more=any(len(ids) == limit for ids in pages))
 
 
 def _text(value: bytes | str) -> str:

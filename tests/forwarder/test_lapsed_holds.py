@@ -61,6 +61,17 @@ def test_a_hold_settled_in_time_is_not_swept(r):
     assert sweep_lapsed_holds(engine) == Swept()
     assert [e["cost"] for e in events(r)] == ["12"]
     assert open_holds(r) == 0
+    assert open_holds(r) == 0
+
+
+def test_a_hold_settled_while_the_sweep_runs_is_neither_settled_again_nor_reported_lost(r):
+    wallets.grant(r, "acme", 100)
+    engine = Engine(r, hold_ms=HOLD_MS)
+    held(engine, "h1")
+    engine.settle("h1", "acme", 12, status=200)
+    r.zadd(WalletKeys("acme").holds, {"h1": 1})  # as the sweep read the index before settle
+    assert sweep_lapsed_holds(engine) == Swept()
+    assert [e["cost"] for e in events(r)] == ["12"]
 
 
 def test_an_index_entry_whose_hold_expired_is_reported_and_dropped(r):
