@@ -10,7 +10,7 @@
 -- ARGV:
 --   1 request id  2 cost (credits)  3 now ms (0 = Redis server time)  4 answer ttl ms
 --   5 hold ms (0 = charge now and append the event; > 0 = hold `cost` for a later settle,
---     which the forwarder makes at the estimate once this has passed: see sweep_holds.py)
+--     which the forwarder makes at the estimate once this has passed: see lapsed_holds.py)
 --   6 wallet  7 consumer  8 route  9 service  10 method  11 path  12 parent wallet ("" = none)
 --   13 abuse factor (0 = off)  14 warm-up minutes  15 least credits/minute to alarm
 --   16 throttle requests/minute while abuse is suspected (0 = alert only)
@@ -98,14 +98,14 @@ for i, spec in ipairs(specs) do
   local width = period / BUCKETS
   local current = math.floor(now / width)
   local flat = redis.call('HGETALL', key)
-  local used, oldest = 0, current
+  local used, oldest, newest = 0, current, current
   for j = 1, #flat, 2 do
     local index = tonumber(flat[j])
     if index < current - BUCKETS then
       redis.call('HDEL', key, flat[j])
     else
       used = used + tonumber(flat[j + 1])
-      oldest = math.min(oldest, index)
+      oldest, newest = math.min(oldest, index), math.max(newest, index)
     end
   end
   if used + 1 > limit then
@@ -115,7 +115,7 @@ for i, spec in ipairs(specs) do
       counts[tonumber(flat[j])] = tonumber(flat[j + 1])
     end
     local freed, wait = 0, 0
-    for index = oldest, current do
+    for index = oldest, newest do
       freed = freed + (counts[index] or 0)
       wait = (index + BUCKETS + 1) * width - now
       if used - freed + 1 <= limit then
