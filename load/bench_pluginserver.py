@@ -1,9 +1,14 @@
 """Events per second through a plugin server: ours (asyncio) against stock kong-pdk.
 
-Each of --connections connections plays one Kong worker connection in a loop:
-HandleEvent(access) -> the plugin's one PDK call -> Step -> "ret". That is two RPC round
-trips per event, the cheapest event a real plugin makes. Both servers get the same no-op
-plugin (async for ours, sync kong-pdk style for stock) and the same client.
+Each of --connections connections plays one Kong worker connection in a loop, answering
+PDK calls with canned values (no routing, no key-auth, no upstream: the cheapest Kong-side
+driver there is, so the servers' own cost shows):
+- no-op: HandleEvent(access) -> the plugin's one PDK call -> Step -> "ret". Two RPC round
+  trips per event. Both servers get the same no-op plugin (async for ours, sync kong-pdk
+  style for stock) and the same client.
+- credits (ours, real Redis): HandleEvent(access) -> get_consumer -> get_var -> set_headers
+  -> "ret", then HandleEvent(log) -> "ret": the 5 RPCs of an admitted request.
+The last line is credits against the stock no-op, measured in the same run.
 
     /work/venv/bin/python load/bench_pluginserver.py --seconds 5 --connections 32
 """
@@ -24,7 +29,11 @@ import time
 from pathlib import Path
 
 import msgpack
+import redis
 import uvloop
+
+from kong_credits import wallets
+from kong_credits.redis_server import EmbeddedRedis
 
 ASYNC_PLUGIN = """
 version = "1.0.0"
@@ -49,6 +58,15 @@ class Plugin:
     def access(self, kong):
         kong.request.get_header("x-consumer")
 """
+
+
+NOOP = {"name": "noop", "phases": ["access"],
+        "answers": {"kong.request.get_header": "c"}}
+CREDITS = {"name": "credits", "phases": ["access", "log"],
+           "answers": {"kong.client.get_consumer": {"id": "c-1", "username": "payer",
+                                                    "custom_id": "payer"},
+                       "kong.nginx.get_var": "GET /paid HTTP/1.1",
+                       "kong.response.set_headers": None}}
 
 
 class Connection:
@@ -78,36 +96,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive(path: str, pid: int, connections: int, warmup_s: float, seconds: float) -> dict:
+async def drive(path: str, pid: int, args: argparse.Namespace, plugin: dict,
+                config: dict) -> dict:
     ids = iter(range(1, 1 << 62))
     conns = []
-    for _ in range(connections):
+    for _ in range(args.connections):
         reader, writer = await asyncio.open_unix_connection(path)
         conns.append(Connection(reader, writer, ids))
-    started = await conns[0].call("plugin.StartInstance", {"Name": "noop", "Config": "{}"})
+    started = await conns[0].call("plugin.StartInstance",
+                                  {"Name": plugin["name"], "Config": json.dumps(config)})
     instance_id = started["Id"]
     measuring = False
     stop = False
     latencies: list[float] = []
+    rpcs = 0
 
     async def worker(conn: Connection) -> None:
-        event = {"InstanceId": instance_id, "EventName": "access"}
+        nonlocal rpcs
         while not stop:
             t0 = time.perf_counter()
-            answer = await conn.call("plugin.HandleEvent", event)
-            assert answer["Data"]["Method"] == "kong.request.get_header", answer
-            answer = await conn.call("plugin.Step", {"EventId": answer["EventId"], "Data": "c"})
-            assert answer["Data"] == "ret", answer
+            for phase in plugin["phases"]:
+                answer = await conn.call("plugin.HandleEvent",
+                                         {"InstanceId": instance_id, "EventName": phase})
+                rpcs += 1
+                while answer["Data"] != "ret":
+                    data = plugin["answers"][answer["Data"]["Method"]]
+                    step = {"EventId": answer["EventId"]}
+                    if data is not None:
+                        step["Data"] = data
+                    answer = await conn.call("plugin.Step", step)
+                    rpcs += 1
             if measuring:
                 latencies.append(time.perf_counter() - t0)
 
     tasks = [asyncio.create_task(worker(c)) for c in conns]
-    await asyncio.sleep(warmup_s)
+    await asyncio.sleep(args.warmup)
     measuring = True
-    t0, cpu0 = time.perf_counter(), cpu_seconds(pid)
-    await asyncio.sleep(seconds)
+    t0, cpu0, rpcs0 = time.perf_counter(), cpu_seconds(pid), rpcs
+    driver0 = time.process_time()
+    await asyncio.sleep(args.seconds)
     measuring = False
     elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    driver, rpcs_measured = time.process_time() - driver0, rpcs - rpcs0
     stop = True
     await asyncio.gather(*tasks)
     for conn in conns:
@@ -117,11 +147,12 @@ async def drive(path: str, pid: int, connections: int, warmup_s: float, seconds:
     return {
         "events": n,
         "events_per_s": round(n / elapsed),
-        "rpc_per_s": round(2 * n / elapsed),
+        "rpc_per_event": round(rpcs_measured / n, 2),
         "p50_ms": round(latencies[n // 2] * 1000, 3),
         "p99_ms": round(latencies[int(n * 0.99)] * 1000, 3),
         "server_cpu_us_per_event": round(cpu / n * 1e6, 1),
         "server_cpu_share": round(cpu / elapsed, 2),
+        "driver_cpu_us_per_event": round(driver / n * 1e6, 1),
     }
 
 
@@ -139,12 +170,13 @@ def wait_for_socket(path: str, proc: subprocess.Popen, timeout_s: float = 15) ->
     raise RuntimeError(f"no socket at {path}")
 
 
-def bench(name: str, cmd: list[str], path: str, args: argparse.Namespace) -> dict:
+def bench(name: str, cmd: list[str], path: str, args: argparse.Namespace,
+          plugin: dict = NOOP, config: dict | None = None) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_socket(path, proc)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            result = runner.run(drive(path, proc.pid, args.connections, args.warmup, args.seconds))
+            result = runner.run(drive(path, proc.pid, args, plugin, config or {}))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -209,8 +241,20 @@ def main() -> None:
             f"{os.cpu_count()} CPUs; one event = HandleEvent + 1 Step",
             flush=True,
         )
-        for name, cmd, path in runs:
-            print(json.dumps(bench(name, cmd, path, args)))
+        results = [bench(name, cmd, path, args) for name, cmd, path in runs]
+        with EmbeddedRedis() as server:
+            wallets.grant(redis.Redis.from_url(server.url), "payer", 10**12)
+            results.append(bench(
+                "kong-credits pluginserver, credits admitted (5 RPCs + 1 Redis call)",
+                [sys.executable, "-m", "kong_credits.pluginserver", "-p", tmp,
+                 "--socket-name", "credits.socket"],
+                os.path.join(tmp, "credits.socket"), args, CREDITS,
+                {"cost": 1, "redis_url": server.url}))
+        for result in results:
+            print(json.dumps(result))
+        baseline = results[-2]["events_per_s"] if args.stock_mode != "none" else None
+        if baseline:
+            print(f"credits admitted / stock no-op: {results[-1]['events_per_s'] / baseline:.2f}x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
