@@ -71,6 +71,7 @@ class AbuseDetection:
 
 NO_ABUSE_DETECTION = AbuseDetection(factor=0)
 
+
 @dataclass(frozen=True, slots=True)
 class AuthorizeRequest:
     """One request to price: who pays (wallet), who calls (consumer), what it costs."""

@@ -154,7 +154,7 @@ class WalletKeys:
         return f"{_tag(self.shard)}:req:{request_id}"
 
     def reservation(self, request_id: str) -> str:
-        """HASH: credits held for a request whose price is known after the response."""
+        """The hold of one of this wallet's requests (`hold_key` in the wallet's shard)."""
         return hold_key(self.shard, request_id)
 
     @property
