@@ -225,6 +225,28 @@ class ConsumerGroup:
                 trimmed.append(stream)
         return sum(pipe.execute()) if trimmed else 0
 
+    def forget_idle_consumers(self, idle_ms: int) -> int:
+        """Remove the group's consumers that hold nothing and were idle longer than
+        `idle_ms` (forwarders restarted under new names); returns how many. One holding
+        entries stays, so XAUTOCLAIM can still hand them on."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_consumers(stream, self.group)
+        gone = [(stream, c["name"])
+                for stream, consumers in zip(self.streams, pipe.execute(raise_on_error=False),
+                                             strict=True)
+                if not isinstance(consumers, Exception)
+                for c in consumers
+                if c["name"] != self.consumer and int(c["pending"]) == 0
+                and int(c["idle"]) > idle_ms]
+        if not gone:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for stream, name in gone:
+            pipe.xgroup_delconsumer(stream, self.group, name)
+        pipe.execute()
+        return len(gone)
+
     def backlog(self) -> Backlog:
         """Lag and pending over all streams, from XINFO GROUPS."""
         pipe = self.client.pipeline(transaction=False)

@@ -38,6 +38,9 @@ _BACKLOG_EVERY_S = 10.0
 """How often the lag and pending gauges are refreshed, delivered entries trimmed and lapsed
 holds swept."""
 DEFAULT_RETAIN_MS = 3_600_000
+_FORGET_CONSUMERS_IDLE_MS = 86_400_000
+"""A consumer of our group idle this long and holding nothing is removed (a restarted
+forwarder comes back under a new name: hostname-pid)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +271,10 @@ class Forwarder:
         return "unknown" if backlog.lag is None else str(backlog.lag), str(backlog.pending)
 
     def _housekeeping(self) -> None:
-        """Sweep lapsed holds, trim delivered entries; what fails now is done next round."""
+        """Sweep lapsed holds, trim delivered entries, forget long-gone consumers; what fails
+        now is done next round."""
         try:
+            self.group.forget_idle_consumers(_FORGET_CONSUMERS_IDLE_MS)
             if self.options.sweep_holds:
                 self._sweep_holds()
             if self.options.retain_ms is not None:

@@ -1,5 +1,6 @@
 """Delivered events leave Redis: trimmed once every consumer group is done with them and
-they are older than the retention, never while any group still has to deliver them."""
+they are older than the retention, never while any group still has to deliver them. Nor do
+consumers of restarted forwarders pile up in the group."""
 
 from __future__ import annotations
 
@@ -76,3 +77,20 @@ def test_a_draining_forwarder_leaves_empty_streams_unless_another_sink_still_nee
         forward("http", r, backend, retain_ms=0)
     assert_billed_once(backend, produced)
     assert sum(r.xlen(s) for s in event_streams() if r.exists(s)) == 200  # orb's to deliver
+
+
+def test_idle_consumers_holding_nothing_are_forgotten(r: redis.Redis) -> None:
+    for i in range(6):
+        r.xadd(STREAM, {"n": str(i)})
+    done = ConsumerGroup(r, "lago", "restarted-long-ago", [STREAM])
+    done.ensure()
+    done.ack(done.read_new(2, None))
+    holding = ConsumerGroup(r, "lago", "crashed", [STREAM])
+    holding.read_new(2, None)  # never acked: XAUTOCLAIM must still find its owner
+    me = ConsumerGroup(r, "lago", "me", [STREAM])
+    me.ack(me.read_new(10, None))  # idle and holding nothing too, but it is us
+    time.sleep(0.02)
+
+    assert me.forget_idle_consumers(3_600_000) == 0  # nobody idle that long
+    assert me.forget_idle_consumers(1) == 1
+    assert {c["name"] for c in r.xinfo_consumers(STREAM, "lago")} == {"crashed", "me"}
