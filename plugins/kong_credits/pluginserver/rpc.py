@@ -35,6 +35,17 @@ _STEP_METHODS = (
 _NO_PHASE: Any = object()  # instance.handlers has no entry for the phase
 
 
+def _request(message: Any) -> tuple[Any, Any, Any]:
+    """(msgid, method, args) of `[0, msgid, method, args]`; ProtocolError for anything else."""
+    try:
+        kind, msgid, method, args = message
+    except (TypeError, ValueError):
+        raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}") from None
+    if kind != 0:
+        raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}")
+    return msgid, method, args
+
+
 class PendingAnswer:
     """An answer not ready yet: `future` completes, then `packed()` is the answer to write.
 
@@ -98,12 +109,7 @@ class PluginServer:
         HandleEvent and Step (every message of a request but StartInstance) take the fast
         path; the other methods run `answer()` as a task. Raises ProtocolError like answer().
         """
-        try:
-            kind, msgid, method, args = message
-        except (TypeError, ValueError):
-            raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}") from None
-        if kind != 0:
-            raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}")
+        msgid, method, args = _request(message)
         fast = self._fast.get(method)
         if fast is None:
             task = asyncio.get_running_loop().create_task(self.answer(message))
@@ -139,12 +145,7 @@ class PluginServer:
 
         Raises ProtocolError only when the message is not a request at all.
         """
-        try:
-            kind, msgid, method, args = message
-        except (TypeError, ValueError):
-            raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}") from None
-        if kind != 0:
-            raise ProtocolError(f"not a MessagePack-RPC request: {message!r:.200}")
+        msgid, method, args = _request(message)
         try:
             fn = self._methods.get(method)
             if fn is None:
