@@ -4,8 +4,8 @@ Each of --connections connections plays one Kong worker connection in a loop, an
 PDK calls with canned values (no routing, no key-auth, no upstream: the cheapest Kong-side
 driver there is, so the servers' own cost shows):
 - no-op: HandleEvent(access) -> the plugin's one PDK call -> Step -> "ret". Two RPC round
-  trips per event. Both servers get the same no-op plugin (async for ours, sync kong-pdk
-  style for stock) and the same client.
+  trips per event. Both servers get the same no-op plugin as in bench.py (load/plugins:
+  async for ours, sync kong-pdk style for stock) and the same client.
 - credits (ours, real Redis): HandleEvent(access) -> get_consumer -> get_var -> set_headers
   -> "ret", then HandleEvent(log) -> "ret": the 5 RPCs of an admitted request.
 The last line is credits against the stock no-op, measured in the same run.
@@ -35,33 +35,13 @@ import uvloop
 from kong_credits import wallets
 from kong_credits.redis_server import EmbeddedRedis
 
-ASYNC_PLUGIN = """
-version = "1.0.0"
-Schema = []
-
-class Plugin:
-    def __init__(self, config):
-        pass
-
-    async def access(self, kong):
-        await kong.request.get_header("x-consumer")
-"""
-
-SYNC_PLUGIN = """
-version = "1.0.0"
-Schema = []
-
-class Plugin:
-    def __init__(self, config):
-        pass
-
-    def access(self, kong):
-        kong.request.get_header("x-consumer")
-"""
+PLUGINS = Path(__file__).resolve().parent / "plugins"  # the no-ops bench.py serves too
 
 
-NOOP = {"name": "noop", "phases": ["access"],
-        "answers": {"kong.request.get_header": "c"}}
+def noop(name: str) -> dict:
+    return {"name": name, "phases": ["access"], "answers": {"kong.request.get_method": "GET"}}
+
+
 CREDITS = {"name": "credits", "phases": ["access", "log"],
            "answers": {"kong.client.get_consumer": {"id": "c-1", "username": "payer",
                                                     "custom_id": "payer"},
@@ -171,7 +151,7 @@ def wait_for_socket(path: str, proc: subprocess.Popen, timeout_s: float = 15) ->
 
 
 def bench(name: str, cmd: list[str], path: str, args: argparse.Namespace,
-          plugin: dict = NOOP, config: dict | None = None) -> dict:
+          plugin: dict, config: dict | None = None) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_socket(path, proc)
@@ -202,46 +182,29 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="bench", dir="/tmp")
     try:
-        ours_dir, stock_dir = Path(tmp, "ours"), Path(tmp, "stock")
-        ours_dir.mkdir()
-        stock_dir.mkdir()
-        (ours_dir / "noop.py").write_text(ASYNC_PLUGIN)
-        (stock_dir / "noop.py").write_text(SYNC_PLUGIN)
-        runs = [
-            (
-                "kong-credits pluginserver (asyncio+uvloop)",
-                [
-                    sys.executable,
-                    "-m",
-                    "kong_credits.pluginserver",
-                    "-p",
-                    tmp,
-                    "--socket-name",
-                    "ours.socket",
-                    "-d",
-                    str(ours_dir),
-                ],
-                os.path.join(tmp, "ours.socket"),
-            )
-        ]
+        runs = [(
+            "kong-credits pluginserver (asyncio+uvloop)",
+            [sys.executable, "-m", "kong_credits.pluginserver", "-p", tmp,
+             "--socket-name", "ours.socket", "-d", str(PLUGINS / "ours")],
+            os.path.join(tmp, "ours.socket"), noop("noop_async"),
+        )]
         if args.stock_mode != "none":
             stock = shutil.which("kong-python-pluginserver") or str(
                 Path(sys.executable).with_name("kong-python-pluginserver")
             )
             flags = ["-g"] if args.stock_mode == "gevent" else []
-            runs.append(
-                (
-                    f"kong-pdk 0.36 kong-python-pluginserver {' '.join(flags) or '(threads)'}",
-                    [stock, *flags, "-d", str(stock_dir), "-p", tmp, "--socket-name", "stock.sock"],
-                    os.path.join(tmp, "stock.sock"),
-                )
-            )
+            runs.append((
+                f"kong-pdk 0.36 kong-python-pluginserver {' '.join(flags) or '(threads)'}",
+                [stock, *flags, "-d", str(PLUGINS / "stock"), "-p", tmp,
+                 "--socket-name", "stock.sock"],
+                os.path.join(tmp, "stock.sock"), noop("noop_sync"),
+            ))
         print(
             f"{args.connections} connections, {args.seconds}s after {args.warmup}s warmup, "
             f"{os.cpu_count()} CPUs; one event = HandleEvent + 1 Step",
             flush=True,
         )
-        results = [bench(name, cmd, path, args) for name, cmd, path in runs]
+        results = [bench(name, cmd, path, args, plugin) for name, cmd, path, plugin in runs]
         with EmbeddedRedis() as server:
             wallets.grant(redis.Redis.from_url(server.url), "payer", 10**12)
             results.append(bench(
