@@ -27,7 +27,7 @@ def test_redis_url_default_comes_from_the_environment(monkeypatch):
 
 def test_full_config_and_kong_extra_keys():
     config = parse_config({
-        "cost": 0, "cost_header": "X-Units", "rate_limit": {"second": 5, "day": 1000},
+        "cost": 2, "cost_header": "X-Units", "rate_limit": {"second": 5, "day": 1000},
         "mode": "shadow", "on_redis_error": "allow", "redis_url": "redis://r:1/0",
         "route_id": "7d5c...", "service_id": "svc", "__key__": "plugins:credits:...",
         "__seq__": 3, "__plugin_id": "abc", "plugin_instance_name": "x",
@@ -35,6 +35,23 @@ def test_full_config_and_kong_extra_keys():
     assert config.limits == (RateLimit(1, 5), RateLimit(86400, 1000))
     assert config.shadow and config.allow_on_redis_error
     assert (config.route_id, config.service_id) == ("7d5c...", "svc")
+    assert config.max_cost == 20  # unset: 10 x cost
+    assert config.limit_scope == "7d5c..."  # rate_limit_scope=route, the default
+
+
+@pytest.mark.parametrize(("extra", "scope"), [
+    ({"route_id": "r1", "service_id": "s1"}, "r1"),
+    ({"service_id": "s1"}, "s1"),  # a plugin attached to a service counts per service
+    ({}, ""),  # a global plugin: one window per consumer
+    ({"route_id": "r1", "rate_limit_scope": "consumer"}, ""),
+])
+def test_rate_limit_scope_is_the_plugins_route_or_service(extra, scope):
+    assert parse_config({"rate_limit": {"minute": 1}, **extra}).limit_scope == scope
+
+
+def test_max_cost_is_taken_as_set():
+    config = parse_config({"cost": 5, "cost_header": "X-Units", "max_cost": 7})
+    assert config.max_cost == 7
 
 
 @pytest.mark.parametrize(("config", "message"), [
@@ -47,6 +64,10 @@ def test_full_config_and_kong_extra_keys():
     ({"mode": "audit"}, "config.mode: expected one of: enforce, shadow"),
     ({"on_redis_error": "retry"}, "config.on_redis_error: expected one of: deny, allow"),
     ({"cost_header": ""}, "config.cost_header: length must be at least 1"),
+    ({"cost": 0, "cost_header": "X-Units"}, "cost must be at least 1 with cost_header"),
+    ({"max_cost": 0}, "config.max_cost: value should be between 1 and 1000000000000000"),
+    ({"rate_limit_scope": "service"},
+     "config.rate_limit_scope: expected one of: route, consumer"),
     ({"redis_timeout_ms": 0}, "config.redis_timeout_ms: value should be between 1 and 60000"),
 ])
 def test_invalid_config_is_rejected_with_the_field_and_reason(config, message):
@@ -59,4 +80,4 @@ def test_every_field_is_documented_with_type_and_default_or_bounds():
     for entry in plugin_schema():
         ((name, spec),) = entry.items()
         assert spec["type"] and spec["description"], name
-        assert "default" in spec or spec.get("required") is False, name
+        assert spec["required"] is ("default" in spec), name  # required fields have a default

@@ -15,9 +15,10 @@ from typing import Any
 import redis
 
 from . import scripts
-from .errors import RedisUnavailable
+from .errors import InvalidInput, RedisUnavailable
 from .keys import WalletKeys, parent_of
-from .money import parse_cost
+from .money import MAX_AMOUNT, parse_cost
+from .names import parse_request_id, parse_wallet
 
 __all__ = [
     "DEFAULT_ANSWER_TTL_MS",
@@ -52,6 +53,12 @@ class RateLimit:
     period_s: int
     limit: int
 
+    def __post_init__(self) -> None:
+        for name in ("period_s", "limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"rate limit {name} must be a positive integer, not {value!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class AbuseDetection:
@@ -85,6 +92,8 @@ class AuthorizeRequest:
     method: str = ""
     path: str = ""
     limits: Sequence[RateLimit] = field(default=())
+    limit_scope: str = ""
+    """The route or service id whose windows `limits` count in ("": every route's)."""
     hold: bool = False
     """Reserve `cost` as an estimate and emit the event at settle, not now."""
     abuse: AbuseDetection | None = None
@@ -143,8 +152,8 @@ class Settlement:
 def _family(wallet: str) -> tuple[WalletKeys, str, tuple[str, ...]]:
     """A wallet's keys, its parent's name ("" for none) and the ten KEYS every script opens
     (the wallet's five, then its parent's, or its own again): hot wallets repeat, so these
-    strings are built once, not on every request."""
-    keys = WalletKeys(wallet)
+    strings are built (and the name checked) once, not on every request."""
+    keys = WalletKeys(parse_wallet(wallet))
     parent = parent_of(wallet)
     family = (*keys.wallet_keys, *(WalletKeys(parent) if parent else keys).wallet_keys)
     return keys, parent or "", family
@@ -157,15 +166,27 @@ def authorize_call(
     answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
     hold_ms: int = DEFAULT_HOLD_MS,
 ) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of authorize.lua for `request` (now_ms 0: Redis's clock decides)."""
+    """KEYS and ARGV of authorize.lua for `request` (now_ms 0: Redis's clock decides).
+
+    Checks every value first (InvalidInput): callers are not trusted with the money path.
+    """
     wallet, parent, family = _family(request.wallet)
+    parse_request_id(request.request_id)
+    cost = request.cost
+    if type(cost) is not int or not 0 <= cost <= MAX_AMOUNT:
+        parse_cost(cost)  # the exact error; a bool or a float never passes
+        raise InvalidInput(f"cost must be a whole number of credits, not {cost!r}")
+    if request.hold and cost == 0:
+        raise InvalidInput("a hold needs a cost of at least 1: the estimate bounds the debt")
+    if ":" in request.limit_scope:
+        raise InvalidInput(f"limit scope must not contain ':', not {request.limit_scope!r}")
     abuse = request.abuse or NO_ABUSE_DETECTION
     keys = [
         *family, wallet.events, wallet.request(request.request_id),
         wallet.reservation(request.request_id), wallet.alerts, wallet.throttle, wallet.holds,
     ]
     args: list[str | int] = [
-        request.request_id, request.cost, now_ms, answer_ttl_ms,
+        request.request_id, cost, now_ms, answer_ttl_ms,
         hold_ms if request.hold else 0,
         request.wallet, request.consumer, request.route, request.service,
         request.method, request.path, parent,
@@ -173,7 +194,8 @@ def authorize_call(
         abuse.throttle_per_minute, len(request.limits),
     ]
     for rate_limit in request.limits:
-        keys.append(wallet.rate_limit(request.consumer, rate_limit.period_s))
+        keys.append(wallet.rate_limit(request.consumer, rate_limit.period_s,
+                                      request.limit_scope))
         args += (rate_limit.period_s * 1000, rate_limit.limit)
     return keys, args
 
@@ -189,10 +211,11 @@ def settle_call(
 ) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of settle.lua: charge `cost` for a request authorized with hold=True."""
     keys_of, _, family = _family(wallet)
-    keys = [*family, keys_of.events, keys_of.reservation(request_id), keys_of.alerts,
-            keys_of.holds]
+    keys = [*family, keys_of.events, keys_of.reservation(parse_request_id(request_id)),
+            keys_of.alerts, keys_of.holds]
     args: list[str | int] = [
         request_id, parse_cost(cost), now_ms, answer_ttl_ms, "" if status is None else status,
+        wallet,
     ]
     return keys, args
 

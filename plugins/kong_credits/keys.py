@@ -150,8 +150,10 @@ class WalletKeys:
         return [self.state, self.remaining, self.burn_order, self.expiries, self.ledger]
 
     def request(self, request_id: str) -> str:
-        """STRING: the stored answer of an admitted request, for idempotent retries."""
-        return f"{_tag(self.shard)}:req:{request_id}"
+        """STRING: the stored answer of an admitted request, for idempotent retries. Per
+        wallet: another wallet's request with the same id must never replay this answer
+        (request ids hold no `:`, names.py, so the id is always the last part)."""
+        return f"{self._base}:req:{request_id}"
 
     def reservation(self, request_id: str) -> str:
         """The hold of one of this wallet's requests (`hold_key` in the wallet's shard)."""
@@ -162,9 +164,11 @@ class WalletKeys:
         """ZSET of the shard's open holds by deadline (shared with other wallets)."""
         return holds_index(self.shard)
 
-    def rate_limit(self, consumer: str, period_s: int) -> str:
-        """HASH bucket index -> admitted requests: one sliding window of one consumer."""
-        return f"{_tag(self.shard)}:rl:{consumer}:{period_s}"
+    def rate_limit(self, consumer: str, period_s: int, scope: str = "") -> str:
+        """HASH bucket index -> admitted requests: one sliding window of one consumer, on
+        one route or service (`scope`, its id) or on all of them (scope ""). The scope holds
+        no `:` (engine.py checks), so the consumer id, last, can never alias another key."""
+        return f"{_tag(self.shard)}:rl:{period_s}:{scope}:{consumer}"
 
 
 _SHARD_OF_STREAM = {name: shard for shard in range(SHARDS)

@@ -8,9 +8,10 @@ Checked: types integer, number, string, boolean, record, array, set, map (plus `
 unchecked); `required`, `default`, unknown fields; validators eq, ne, gt, between, one_of,
 not_one_of, len_eq, len_min (strings default to 1, as in Kong), len_max, starts_with, uuid,
 contains; record `entity_checks` at_least_one_of, only_one_of, mutually_required,
-mutually_exclusive, conditional. Not checked (Lua code or Lua patterns, which Python cannot
-run faithfully): match, not_match, match_all, match_any, match_none, is_regex,
-custom_validator, custom_entity_check and the other entity checkers.
+mutually_exclusive, conditional; a vault reference in a `referenceable` string skips the
+validators, as in Kong (which never checks what it resolves to). Not checked (Lua code or Lua
+patterns, which Python cannot run faithfully): match, not_match, match_all, match_any,
+match_none, is_regex, custom_validator, custom_entity_check and the other entity checkers.
 
 Paths use Kong's keys: array elements are numbered from 1, like the Lua tables Kong reports.
 """
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FieldError", "config_fields", "format_errors", "validate"]
+__all__ = ["FieldError", "config_checks", "config_fields", "format_errors", "validate"]
 
 PathKey = str | int
 
@@ -78,16 +79,34 @@ def config_fields(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def config_checks(checks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A plugin schema's top-level `entity_checks` (field paths `config.x`) as checks of the
+    config record itself (paths `x`), for `validate`."""
+    def relative(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.removeprefix("config.")
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if isinstance(value, Mapping):
+            return {k: relative(v) for k, v in value.items()}
+        return value
+
+    return [relative(dict(check)) for check in checks]
+
+
 def validate(
-    fields: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None
+    fields: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None, *,
+    entity_checks: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[dict[str, Any], list[FieldError]]:
-    """Fill defaults into `config` and check it against Kong schema `fields`.
+    """Fill defaults into `config` and check it against Kong schema `fields` and the record's
+    `entity_checks` (see `config_checks`).
 
     Returns `(filled_config, errors)`; `filled_config` omits null fields (Kong's stored form)
     and is meaningful only when `errors` is empty. Never raises on bad input: a non-mapping
     config is reported as `expected a record`. A malformed schema raises ValueError.
     """
-    record = {"type": "record", "fields": list(fields), "required": True}
+    record = {"type": "record", "fields": list(fields), "required": True,
+              "entity_checks": list(entity_checks)}
     if config is None:
         config = {}
     if not isinstance(config, Mapping):
@@ -202,6 +221,8 @@ def _check(field: Mapping[str, Any], value: Any, path: tuple[PathKey, ...], erro
         return
     if len(errors) > before:
         return
+    if field.get("referenceable") and _is_reference(value):
+        return
     message = _run_validators(field, value)
     if message is not None:
         errors.append(FieldError(path, field.get("err") or message))
@@ -254,6 +275,11 @@ def _check_type(
         errors.append(bad)
         return False
     return True
+
+
+def _is_reference(value: Any) -> bool:
+    """`kong.vault.is_reference`: a string like `{vault://env/name}`."""
+    return isinstance(value, str) and value.startswith("{vault://") and value.endswith("}")
 
 
 def _is_number(value: Any) -> bool:

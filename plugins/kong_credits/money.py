@@ -8,23 +8,39 @@ a whole number of credits is refused where it is entered, never rounded.
 
 from __future__ import annotations
 
+import re
+
 from .errors import InvalidInput
 
-__all__ = ["MAX_AMOUNT", "MAX_BALANCE", "MAX_PRIORITY", "parse_amount", "parse_cost"]
+__all__ = ["MAX_AMOUNT", "MAX_BALANCE", "MAX_PRIORITY", "parse_amount", "parse_cost",
+           "parse_whole_number"]
 
 MAX_AMOUNT = 10**15
 MAX_BALANCE = 2**52
 MAX_PRIORITY = 999_999_999
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,4000}")
+"""ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses, and a
+bounded length keeps int() below its 4300-digit limit."""
+
+
+def parse_whole_number(text: str) -> int | None:
+    """`text` as an integer when it is an optional sign and 1..4000 ASCII digits, else None.
+
+    Never raises: it also reads prices from upstream headers, which anyone may send.
+    """
+    text = text.strip()
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+
+
 def _parse_int(value: object, what: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidInput(f"{what} must be a whole number of credits, not {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value.strip())
-    raise InvalidInput(f"{what} must be a whole number of credits, not {value!r}")
+    number = parse_whole_number(value) if isinstance(value, str) else None
+    if number is None:
+        raise InvalidInput(f"{what} must be a whole number of credits, not {value!r}")
+    return number
 
 
 def parse_amount(value: object, what: str = "amount") -> int:

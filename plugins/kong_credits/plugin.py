@@ -20,20 +20,23 @@ from typing import Any
 
 from . import __version__
 from .engine import AuthorizeRequest, Decision
-from .errors import RedisUnavailable
-from .money import MAX_AMOUNT
+from .errors import InvalidInput, RedisUnavailable
+from .money import parse_whole_number
+from .names import parse_wallet
 from .redis_pool import ENGINES
-from .schema import parse_config, plugin_schema
+from .schema import ENTITY_CHECKS, parse_config, plugin_schema
 
-__all__ = ["Plugin", "Schema", "priority", "version"]
+__all__ = ["EntityChecks", "Plugin", "Schema", "priority", "version"]
 
 Schema = plugin_schema()
+EntityChecks = ENTITY_CHECKS
 version = __version__
 priority = 900  # after authentication (key-auth 1250), before Kong's rate-limiting (910)
 
 WALLET_TAG = "credits-wallet:"
 HOLD_CTX_KEY = "kong_credits_hold"
 NO_CONSUMER = "No authenticated consumer: the credits plugin needs an authentication plugin"
+NO_WALLET = "No usable credits wallet for this consumer"
 NO_CREDITS = "Insufficient credits"
 RATE_LIMITED = "API rate limit exceeded"
 THROTTLED = "Temporarily throttled: unusual spending detected on this wallet"
@@ -70,12 +73,21 @@ REQUEST_IDS = RequestIds()
 
 
 def wallet_of(consumer: dict[str, Any]) -> str:
-    """Tag `credits-wallet:<name>` (a shared team wallet, or `team/member` drawing on the
-    team's), else custom_id, username, id."""
+    """The wallet a consumer pays from: its tag `credits-wallet:<name>` (a shared team wallet,
+    or `team/member` drawing on the team's), else its custom_id, username or id.
+
+    Only the tag may name a parent: a custom_id or username is often chosen by whoever signs
+    up, so one holding `/` would draw on someone else's wallet. InvalidInput when the name is
+    not a valid wallet name (wallets.parse_wallet) or an untagged one holds `/`.
+    """
     for tag in consumer.get("tags") or ():
-        if isinstance(tag, str) and tag.startswith(WALLET_TAG) and len(tag) > len(WALLET_TAG):
-            return tag[len(WALLET_TAG):]
-    return str(consumer.get("custom_id") or consumer.get("username") or consumer["id"])
+        if isinstance(tag, str) and tag.startswith(WALLET_TAG):
+            return parse_wallet(tag[len(WALLET_TAG):])
+    name = consumer.get("custom_id") or consumer.get("username") or consumer.get("id")
+    if not isinstance(name, str) or "/" in name:
+        raise InvalidInput(f"consumer wallet name {name!r} may not hold '/' (only a "
+                           f"{WALLET_TAG}<name> tag names a member wallet)")
+    return parse_wallet(name)
 
 
 def split_request_line(line: Any) -> tuple[str, str]:
@@ -132,13 +144,18 @@ class Plugin:
         consumer = await kong.client.get_consumer()
         if not consumer:
             return await kong.response.exit(401, {"message": NO_CONSUMER})
+        try:
+            wallet = wallet_of(consumer)
+        except InvalidInput as exc:
+            self._outage.error(f"credits: refusing consumer {consumer.get('id')} with 403: {exc}")
+            return await kong.response.exit(403, {"message": NO_WALLET})
         method, path = split_request_line(await kong.nginx.get_var("request"))
         config = self.config
         request = AuthorizeRequest(
-            request_id=REQUEST_IDS.next(), wallet=wallet_of(consumer),
+            request_id=REQUEST_IDS.next(), wallet=wallet,
             consumer=str(consumer.get("id") or consumer.get("username")),
             cost=config.cost, route=config.route_id, service=config.service_id,
-            method=method, path=path, limits=config.limits,
+            method=method, path=path, limits=config.limits, limit_scope=config.limit_scope,
             hold=config.cost_header is not None, abuse=config.abuse,
         )
         try:
@@ -185,18 +202,24 @@ class Plugin:
                                f"lapses unbilled: {exc}")
 
     def _reported_cost(self, headers: dict[str, Any]) -> int:
-        """The upstream's cost header as credits; the held estimate when absent or invalid."""
-        name = self.config.cost_header or ""
+        """The upstream's cost header as credits, at most `max_cost`; the held estimate when
+        absent or not a whole number. Never raises: the upstream may send anything."""
+        config = self.config
+        name = config.cost_header or ""
         value = headers.get(name.lower(), headers.get(name))
         if isinstance(value, list):
             value = value[-1] if value else None
-        text = str(value).strip() if value is not None else ""
-        if text.isdigit() and int(text) <= MAX_AMOUNT:
-            return int(text)
-        if value is not None:
-            logger.warning("credits: %s header %r is not a whole number of credits: "
-                           "charging the estimate %d", name, value, self.config.cost)
-        return self.config.cost
+        cost = parse_whole_number(value) if isinstance(value, str) else None
+        if cost is None or cost < 0:
+            if value is not None:
+                logger.warning("credits: %s header %.64r is not a whole number of credits: "
+                               "charging the estimate %d", name, value, config.cost)
+            return config.cost
+        if cost > config.max_cost:
+            logger.warning("credits: %s header reported %d credits, more than max_cost: "
+                           "charging %d", name, cost, config.max_cost)
+            return config.max_cost
+        return cost
 
     async def _redis_down(self, kong: Any, exc: RedisUnavailable) -> None:
         if self.config.allow_on_redis_error:

@@ -8,25 +8,29 @@ from typing import Any
 
 from .engine import PERIOD_SECONDS, AbuseDetection, RateLimit
 from .errors import InvalidInput
-from .kong_schema import validate
+from .kong_schema import config_checks, validate
 from .money import MAX_AMOUNT
 
-__all__ = ["DEFAULT_REDIS_URL", "REDIS_URL_ENV", "PluginConfig", "default_redis_url",
-           "parse_config", "plugin_schema"]
+__all__ = ["DEFAULT_REDIS_URL", "ENTITY_CHECKS", "REDIS_URL_ENV", "PluginConfig",
+           "default_redis_url", "parse_config", "plugin_schema"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "KONG_CREDITS_REDIS_URL"
 
 
 def default_redis_url() -> str:
-    """$KONG_CREDITS_REDIS_URL, else the local default."""
+    """$KONG_CREDITS_REDIS_URL, else the local default: the Redis of a config without
+    redis_url. Read where the plugin runs (the plugin server, at StartInstance), never put
+    into the schema: Kong stores schema defaults in every config and its Admin API shows them.
+    """
     return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
 
 
 def plugin_schema() -> list[dict[str, Any]]:
     """The config record's fields in Kong's schema syntax (what `--dump-all-plugins` prints).
 
-    A function, not a constant, because the `redis_url` default comes from the environment.
+    A function, not a constant: each caller gets its own copy. No default comes from the
+    environment (see `default_redis_url`).
     """
     period_fields = [
         {period: {"type": "integer", "gt": 0, "required": False,
@@ -42,11 +46,24 @@ def plugin_schema() -> list[dict[str, Any]]:
         {"cost_header": {
             "type": "string", "required": False, "len_min": 1,
             "description": "Upstream response header with the actual credits used; the cost "
-                           "is held at access and settled from this header in the log phase.",
+                           "is held at access and settled from this header in the log phase "
+                           "(needs cost >= 1).",
+        }},
+        {"max_cost": {
+            "type": "integer", "required": False, "between": [1, MAX_AMOUNT],
+            "description": "With cost_header: the most one request is settled at; a larger "
+                           "reported price is clamped (and logged). Unset: 10 x cost.",
         }},
         {"rate_limit": {
             "type": "record", "required": False, "fields": period_fields,
             "description": "Sliding-window limits per consumer; none set: unlimited.",
+        }},
+        {"rate_limit_scope": {
+            "type": "string", "default": "route", "required": True,
+            "one_of": ["route", "consumer"],
+            "description": "route: a consumer's windows count per route (per service for a "
+                           "plugin on a service), like Kong's rate-limiting. consumer: one "
+                           "window per period shared by every route of the consumer.",
         }},
         {"abuse_detection": {
             "type": "record", "required": False,
@@ -80,8 +97,11 @@ def plugin_schema() -> list[dict[str, Any]]:
                            "allow (pass the request unmetered and log an error).",
         }},
         {"redis_url": {
-            "type": "string", "default": default_redis_url(), "required": True, "len_min": 1,
-            "description": "redis://[:password@]host:port/db or unix:///path?db=N.",
+            "type": "string", "required": False, "len_min": 1, "referenceable": True,
+            "description": "redis://[:password@]host:port/db or unix:///path?db=N, or a vault "
+                           "reference such as {vault://env/credits-redis-url}. Unset: "
+                           "$KONG_CREDITS_REDIS_URL of the plugin server, else "
+                           "redis://127.0.0.1:6379/0.",
         }},
         {"redis_timeout_ms": {
             "type": "integer", "default": 250, "between": [1, 60_000], "required": True,
@@ -91,13 +111,29 @@ def plugin_schema() -> list[dict[str, Any]]:
     ]
 
 
+ENTITY_CHECKS: list[dict[str, Any]] = [
+    {"conditional": {
+        "if_field": "config.cost_header", "if_match": {"len_min": 1},
+        "then_field": "config.cost", "then_match": {"gt": 0},
+        "then_err": "cost must be at least 1 with cost_header: a zero estimate holds nothing, "
+                    "so the settled price would all be debt",
+    }},
+]
+"""Cross-field rules, top level like a bundled plugin's schema (paths start with config.)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PluginConfig:
     """One plugin instance's configuration, validated and typed."""
 
     cost: int
     cost_header: str | None
+    max_cost: int
+    """The most a settle may charge (cost_header): max_cost, else 10 x cost."""
     limits: tuple[RateLimit, ...]
+    limit_scope: str
+    """Whose windows the limits count in: the plugin's route or service id, or "" (shared
+    by every route: rate_limit_scope=consumer)."""
     abuse: AbuseDetection | None
     shadow: bool
     allow_on_redis_error: bool
@@ -116,23 +152,27 @@ def parse_config(raw: dict[str, Any]) -> PluginConfig:
     """
     fields = plugin_schema()
     names = {next(iter(f)) for f in fields}
-    config, errors = validate(fields, {k: v for k, v in raw.items() if k in names})
+    config, errors = validate(fields, {k: v for k, v in raw.items() if k in names},
+                              entity_checks=config_checks(ENTITY_CHECKS))
     if errors:
         raise InvalidInput("invalid credits config: " + "; ".join(map(str, errors)))
     limits = config.get("rate_limit") or {}
     abuse = config.get("abuse_detection")
+    route_id, service_id = str(raw.get("route_id") or ""), str(raw.get("service_id") or "")
     return PluginConfig(
         cost=config["cost"],
         cost_header=config.get("cost_header"),
+        max_cost=config.get("max_cost") or min(10 * config["cost"], MAX_AMOUNT),
         limits=tuple(RateLimit(PERIOD_SECONDS[p], n) for p, n in limits.items() if n),
+        limit_scope=(route_id or service_id) if config["rate_limit_scope"] == "route" else "",
         abuse=AbuseDetection(
             factor=abuse["factor"], warmup_minutes=abuse["warmup_minutes"],
             min_rate=abuse["min_rate"], throttle_per_minute=abuse.get("throttle_per_minute", 0),
         ) if abuse else None,
         shadow=config["mode"] == "shadow",
         allow_on_redis_error=config["on_redis_error"] == "allow",
-        redis_url=config["redis_url"],
+        redis_url=config.get("redis_url") or default_redis_url(),
         redis_timeout_ms=config["redis_timeout_ms"],
-        route_id=str(raw.get("route_id") or ""),
-        service_id=str(raw.get("service_id") or ""),
+        route_id=route_id,
+        service_id=service_id,
     )

@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -16,33 +16,20 @@ from .engine import run_script
 from .errors import InvalidInput
 from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
+from .names import parse_grant_id, parse_wallet
 
 __all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "WalletView", "balance",
            "burn_rate", "grant", "ledger", "parse_wallet", "set_budget"]
 
 DEFAULT_PRIORITY = 100
 DEFAULT_THRESHOLDS = (50, 75, 90, 100)
-MAX_WALLET_LENGTH = 200
+MAX_EXPIRY_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest expiry (grant.lua packs expiries in 15 digits)."""
 EWMA_ALPHA = 0.1  # as in authorize.lua
 GRANT = scripts.load("grant")
 UNCHANGED: Any = object()
 _BUDGET_FIELDS = {"daily_cap": "cap_day", "monthly_cap": "cap_month",
                   "member_daily_cap": "member_cap_day", "member_monthly_cap": "member_cap_month"}
-
-
-def parse_wallet(name: str) -> str:
-    """A wallet name: 1..200 printable characters, no whitespace at either end.
-
-    `team/alice` names a member wallet that draws on its parent `team` when it runs dry.
-    """
-    if not name or name != name.strip() or len(name) > MAX_WALLET_LENGTH:
-        raise InvalidInput(f"wallet must be 1..{MAX_WALLET_LENGTH} characters "
-                           f"without surrounding spaces, not {name!r}")
-    if not name.isprintable():
-        raise InvalidInput(f"wallet must be printable, not {name!r}")
-    if any(not part for part in name.split("/")):
-        raise InvalidInput(f"wallet path segments must not be empty, not {name!r}")
-    return name
 
 
 def _iso(ms: int | None) -> str | None:
@@ -51,7 +38,11 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _parse_expiry(value: str | datetime | None) -> int | None:
+    """Milliseconds since the epoch, exact (no float), at most 9999-12-31T23:59:59.999Z."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -61,7 +52,10 @@ def _parse_expiry(value: str | datetime | None) -> int | None:
             raise InvalidInput(f"expires_at must be an ISO 8601 date/time, not {value!r}") from exc
     if value.tzinfo is None:
         raise InvalidInput("expires_at needs a timezone (e.g. 2027-01-01T00:00:00Z)")
-    return int(value.timestamp() * 1000)
+    ms = (value - _EPOCH) // timedelta(milliseconds=1)
+    if ms > MAX_EXPIRY_MS:
+        raise InvalidInput(f"expires_at must be at most 9999-12-31T23:59:59.999Z, not {value}")
+    return ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +136,7 @@ def grant(
     now_ms = int(time.time() * 1000)
     if expires_ms is not None and expires_ms <= now_ms:
         raise InvalidInput(f"expires_at {_iso(expires_ms)} is in the past")
-    gid = grant_id or f"g_{uuid.uuid4().hex}"
-    if not gid.isprintable() or len(gid) > 200:
-        raise InvalidInput(f"grant id must be 1..200 printable characters, not {gid!r}")
+    gid = f"g_{uuid.uuid4().hex}" if grant_id is None else parse_grant_id(grant_id)
     record = json.dumps({"amount": credits, "priority": priority, "expires_at_ms": expires_ms,
                          "created_at_ms": now_ms}, separators=(",", ":"))
     keys = WalletKeys(wallet)

@@ -4,7 +4,8 @@
 -- KEYS (all in one cluster slot: a wallet and its parent share their root's shard, keys.py):
 --   1-5  the paying wallet: state, remaining, burn, expiry, ledger
 --   6-10 its parent wallet (the same five keys again when it has none)
---   11 events  12 request (stored answer)  13 reservation  14 alerts  15 abuse throttle window
+--   11 events  12 request (the wallet's stored answer)  13 reservation (hold)  14 alerts
+--   15 abuse throttle window
 --   16 open holds of the shard (ZSET request id -> deadline)
 --   17.. one sliding-window HASH per rate limit, in the order of the limits in ARGV
 -- ARGV:
@@ -47,6 +48,10 @@ if stored then
   local reply = decode_reply(stored)
   reply[8] = 1
   return reply
+end
+-- Hold keys are per shard: never take over a hold that another request id still owns.
+if hold_ms > 0 and redis.call('EXISTS', KEYS[13]) == 1 then
+  return redis.error_reply('ERR request ' .. request_id .. ' already holds credits')
 end
 
 local own, parent, finish = open_family(ARGV[6], ARGV[12], now)

@@ -4,17 +4,19 @@
 --   6-10 its parent (the same five again when it has none)  11 events  12 reservation
 --   13 alerts  14 open holds of the shard
 -- ARGV: 1 request id  2 actual cost (credits)  3 now ms (0 = server time)  4 answer ttl ms
---   5 HTTP status of the response ("" when unknown)
+--   5 HTTP status of the response ("" when unknown)  6 the wallet that holds (KEYS 1-5)
 -- Reply: {status, cost, balance, unpaid, replayed}: status 200 settled, 404 no such hold
---   (never held, lapsed, or settled longer ago than the answer ttl).
+--   (never held, lapsed, or settled longer ago than the answer ttl). A hold of another
+--   wallet is an error, before anything is written: KEYS 1-10 are the caller's wallet's.
 --
 -- Rules: an actual cost below the hold gives the difference back to the grants it was taken
 -- from, last burned first (the parent's share first; a grant that expired meanwhile forfeits
 -- its share, as it would have). An actual cost above the hold burns the extra from the
 -- wallet, then from its parent; what they cannot cover is recorded as the wallet's
 -- overdraft, so the balance goes below zero by at most the part of the settled price that
--- exceeded what was there. Overdraft is paid from the next grants. Caps do not refuse a
--- settle (the request was served) but count it. The rated event is appended here, with the
+-- exceeded what was there (the plugin clamps that price to its `max_cost`). Overdraft is
+-- paid from the next grants. Caps do not refuse a settle (the request was served) but count
+-- it, overdraft included. The rated event is appended here, with the
 -- actual cost and the held estimate.
 
 local request_id, actual = ARGV[1], tonumber(ARGV[2])
@@ -25,6 +27,9 @@ local hold = redis.call('HGETALL', KEYS[12])
 local h = {}
 for i = 1, #hold, 2 do
   h[hold[i]] = hold[i + 1]
+end
+if h.wallet and h.wallet ~= ARGV[6] then
+  return redis.error_reply('ERR request ' .. request_id .. ' was held by another wallet')
 end
 if h.settled then
   local reply = decode_reply(h.settled)
@@ -80,6 +85,7 @@ elseif actual > reserved then
   unpaid = rest
   if unpaid > 0 then
     put(own, 'overdraft', num(own, 'overdraft') + unpaid)
+    count(own, 'spent', unpaid)  -- spent on credit: hard caps see it
   end
   alert_thresholds(alerts, request_id, own)
   if parent then
@@ -99,6 +105,6 @@ ledger_add(own, 'settle', request_id, reserved - actual, balance)
 
 local reply = {200, actual, balance, unpaid, 0}
 redis.call('DEL', KEYS[12])
-redis.call('HSET', KEYS[12], 'settled', encode_reply(reply))
+redis.call('HSET', KEYS[12], 'settled', encode_reply(reply), 'wallet', h.wallet)
 redis.call('PEXPIRE', KEYS[12], tonumber(ARGV[4]))
 return finish(reply)

@@ -5,16 +5,21 @@
 --
 -- Wallet layout (keys.py): `state` HASH (fields below), `remaining` HASH grant id -> credits
 -- left, `burn` ZSET of live grants with credits left (score 0, member text
--- "PPPPPPPPPP:EEEEEEEEEEEEE:SSSSSSSSSSSS:<grant id>" = priority, expiry ms, sequence, so lexical
--- order is burn order), `expiry` ZSET of the same members scored by expiry ms.
+-- "PPPPPPPPPP:EEEEEEEEEEEEEEE:SSSSSSSSSSSS:<grant id>" = priority, expiry ms, sequence, each
+-- zero-padded to a width its largest accepted value fits, so lexical order is burn order),
+-- `expiry` ZSET of the same members scored by expiry ms. Members are read back by pattern,
+-- never at fixed offsets, so no field's width can shift the grant id.
 -- Invariant: state.balance == sum of `remaining` over members of `burn`.
 --
 -- A wallet is opened once per script (one HGETALL of its state: cheaper than naming the
 -- fields, as a wallet has only those it uses), changed in memory through `put`, and written
 -- back once by `save`.
 
-local GRANT_ID_AT = 39  -- first character of the grant id in a burn member
-local EXPIRY_AT, EXPIRY_LEN, NO_EXPIRY = 12, 13, 9999999999999
+local MEMBER_FORMAT = '%010d:%015d:%012d:'  -- then the grant id
+local MEMBER_PATTERN = '^%d+:(%d+):%d+:(.+)$'  -- captures expiry ms, grant id
+local MAX_EXPIRY = 253402300799999  -- 9999-12-31T23:59:59.999Z, the latest accepted expiry
+local NO_EXPIRY = 999999999999999  -- after every expiry: never-expiring grants burn last
+local NO_EXPIRY_13 = 9999999999999  -- how grants written before 15-digit expiries say "never"
 local LEDGER_MAXLEN = 1000
 local ALERTS_MAXLEN = 100000
 
@@ -38,6 +43,16 @@ local format = string.format
 
 local function fmt(n)
   return format('%d', n)
+end
+
+-- The grant id and expiry ms (nil for a never-expiring grant) of a burn-order member.
+local function member_grant(member)
+  local expires, id = string.match(member, MEMBER_PATTERN)
+  expires = tonumber(expires)
+  if expires == NO_EXPIRY or expires == NO_EXPIRY_13 then
+    expires = nil
+  end
+  return id, expires
 end
 
 -- A reply kept for idempotent retries: integers each followed by a comma, then an optional
@@ -107,7 +122,7 @@ end
 local function sweep_expired(w)
   local expired = redis.call('ZRANGEBYSCORE', w.expiry, '-inf', w.now)
   for _, member in ipairs(expired) do
-    local id = string.sub(member, GRANT_ID_AT)
+    local id = member_grant(member)
     local left = tonumber(redis.call('HGET', w.remaining, id) or '0')
     redis.call('ZREM', w.burn, member)
     redis.call('ZREM', w.expiry, member)
@@ -205,7 +220,7 @@ local function burn(w, amount, taken)
       break
     end
     for _, member in ipairs(members) do
-      local id = string.sub(member, GRANT_ID_AT)
+      local id = member_grant(member)
       local left = tonumber(redis.call('HGET', w.remaining, id) or '0')
       local take = math.min(left, need)
       if take > 0 then
@@ -227,25 +242,26 @@ local function burn(w, amount, taken)
   put(w, 'balance', num(w, 'balance') - (amount - need))
 end
 
--- Give `burned` ("member=amount;...") back to the grants it came from, last burned first, up
--- to `amount`. A grant that expired meanwhile forfeits its share, as it would have anyway.
+-- Give `burned` ("member=amount;...", grant ids never hold ';' or '=': grant.lua) back to
+-- the grants it came from, last burned first, up to `amount`. A grant that expired meanwhile
+-- forfeits its share, as it would have anyway. Never raises: settle has written already.
 local function refund(w, burned, amount)
   local taken = {}
-  for part in string.gmatch(burned, '[^;]+') do
-    taken[#taken + 1] = part
+  for member, taken_amount in string.gmatch(burned, '([^;]+)=(%d+)') do
+    taken[#taken + 1] = {member, tonumber(taken_amount)}
   end
   for i = #taken, 1, -1 do
     if amount == 0 then
       break
     end
-    local member, taken_amount = string.match(taken[i], '^(.*)=(%d+)$')
-    local give = math.min(tonumber(taken_amount), amount)
+    local member = taken[i][1]
+    local give = math.min(taken[i][2], amount)
     amount = amount - give
-    local expires = tonumber(string.sub(member, EXPIRY_AT, EXPIRY_AT + EXPIRY_LEN - 1))
-    if expires > w.now then
-      redis.call('HINCRBY', w.remaining, string.sub(member, GRANT_ID_AT), give)
+    local id, expires = member_grant(member)
+    if id and (not expires or expires > w.now) then
+      redis.call('HINCRBY', w.remaining, id, give)
       redis.call('ZADD', w.burn, 0, member)
-      if expires ~= NO_EXPIRY then
+      if expires then
         redis.call('ZADD', w.expiry, expires, member)
         note_expiry(w, expires)
       end
@@ -279,7 +295,8 @@ local function alert_thresholds(stream, id, w)
   end
   for _, pct in ipairs(pcts) do
     if pct > alerted and used * 100 >= pct * granted then
-      alert(stream, id .. ':used:' .. pct, 'balance_threshold', w, 'threshold_pct', fmt(pct),
+      alert(stream, id .. ':' .. w.name .. ':used:' .. pct, 'balance_threshold', w,
+        'threshold_pct', fmt(pct),
         'granted', fmt(granted))
       highest = math.max(highest, pct)
     end
