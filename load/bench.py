@@ -82,7 +82,7 @@ SCENARIOS = [
     Scenario("credits refused 402", "/paid", "broke", "credits", 402),
     Scenario("credits refused 429", "/limited", "payer", "credits", 429),
     Scenario("credits shadow (would-be 402)", "/shadow", "broke", "credits", 200),
-    Scenario("credits cost_header + settle", "/metered", "payer", "credits", 200),
+    Scenario("credits-metered (hold + settle)", "/metered", "payer", "credits", 200),
 ]
 SOAK_MIX = ["/paid payer", "/paid broke", "/paid payer", "/limited payer", "/metered payer",
             "/shadow broke"]
@@ -103,7 +103,7 @@ def kong_config(redis_url: str) -> dict[str, Any]:
     route("paid", "credits", cost=1, **credits)
     route("limited", "credits", cost=1, rate_limit={"day": 1}, **credits)
     route("shadow", "credits", cost=1, mode="shadow", **credits)
-    route("metered", "credits", cost=10, cost_header="X-Units-Used", **credits)
+    route("metered", "credits-metered", cost=10, cost_header="X-Units-Used", **credits)
     return {
         "_format_version": "3.0",
         "services": [{"name": "api", "url": "http://upstream.invalid:8080", "routes": routes}],

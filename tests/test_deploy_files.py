@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kong_credits.host.declarative import load_declarative
@@ -34,37 +35,50 @@ def local(command: str) -> list[str]:
     return [str(Path(sys.executable).with_name("kong-credits")), *argv[1:]]
 
 
-def test_kong_conf_declares_the_credits_plugin_server():
+PLUGINS = ("credits", "credits-metered")
+
+
+def query(name: str) -> dict:
+    """What Kong 3.9+ registers for pluginserver entry `name`: the first plugin its query
+    prints."""
+    key = f"pluginserver_{name.replace('-', '_')}_query_cmd"
+    done = subprocess.run(local(kong_conf()[key]), capture_output=True, text=True,
+                          timeout=60, check=True)
+    return json.loads(done.stdout)[0]
+
+
+def test_kong_conf_declares_both_plugins_on_one_server():
     conf = kong_conf()
     assert conf["database"] == "off"
-    assert conf["plugins"] == "bundled,credits"
-    assert conf["pluginserver_names"] == "credits"
+    assert conf["plugins"] == "bundled,credits,credits-metered"
+    assert conf["pluginserver_names"] == "credits,credits-metered"
     socket = Path(conf["pluginserver_credits_socket"])
+    assert conf["pluginserver_credits_metered_socket"] == str(socket)
     start = local(conf["pluginserver_credits_start_cmd"])
     assert start[1:] == ["pluginserver", "-p", str(socket.parent), "--socket-name", socket.name]
+    assert "pluginserver_credits_metered_start_cmd" not in conf  # one process serves both
 
 
-def test_query_cmd_prints_what_kong_expects():
-    done = subprocess.run(local(kong_conf()["pluginserver_credits_query_cmd"]),
-                          capture_output=True, text=True, timeout=60, check=True)
-    [info] = json.loads(done.stdout)
-    assert info["Name"] == "credits" and {"access", "log"} <= set(info["Phases"])
+@pytest.mark.parametrize(("name", "phases"), [("credits", ["access"]),
+                                               ("credits-metered", ["log", "access"])])
+def test_each_query_cmd_prints_its_own_plugin_first(name, phases):
+    info = query(name)
+    assert (info["Name"], info["Phases"]) == (name, phases)  # credits declares no log phase
     assert isinstance(info["Priority"], int)
     assert len(info["Version"].split(".")) == 3
     names = {next(iter(f)) for f in config_fields(info["Schema"])}
-    assert {"cost", "cost_header", "rate_limit", "mode", "on_redis_error", "redis_url"} <= names
+    assert {"cost", "rate_limit", "mode", "on_redis_error", "redis_url"} <= names
+    assert ("cost_header" in names) == (name == "credits-metered")
 
 
 def test_kong_yml_validates_against_the_dumped_schemas():
-    done = subprocess.run(local(kong_conf()["pluginserver_credits_query_cmd"]),
-                          capture_output=True, text=True, timeout=60, check=True)
-    [info] = json.loads(done.stdout)
     from kong_credits.host import keyauth
 
     config = load_declarative(ROOT / "kong" / "kong.yml")
-    validated = config.validate_plugins({"credits": config_fields(info["Schema"]),
-                                         keyauth.NAME: keyauth.SCHEMA_FIELDS})
-    assert sum(p.name == "credits" for p in validated.plugins) == 3
+    validated = config.validate_plugins({
+        **{name: config_fields(query(name)["Schema"]) for name in PLUGINS},
+        keyauth.NAME: keyauth.SCHEMA_FIELDS})
+    assert sum(p.name in PLUGINS for p in validated.plugins) == 3
 
 
 def test_compose_wires_kong_redis_and_upstream():
@@ -75,6 +89,9 @@ def test_compose_wires_kong_redis_and_upstream():
     kong = services["kong"]
     assert (ROOT / kong["build"]["context"] / kong["build"]["dockerfile"]).exists()
     assert kong["environment"]["KONG_CREDITS_REDIS_URL"].startswith("redis://redis:")
+    # nginx clears its workers' environment, and worker 0 starts the plugin server
+    assert (kong["environment"]["KONG_NGINX_MAIN_ENV"] == kong_conf()["nginx_main_env"]
+            == "KONG_CREDITS_REDIS_URL")
     redis_args = services["redis"]["command"]  # a database, not a cache: persisted, no eviction
     assert "--appendonly" in redis_args and "noeviction" in redis_args
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])

@@ -20,8 +20,8 @@ from kong_credits.keys import WalletKeys
 
 
 def kong_config(redis_url: str) -> dict[str, Any]:
-    def credits(**config: Any) -> dict[str, Any]:
-        return {"name": "credits", "config": {"redis_url": redis_url, **config}}
+    def credits(plugin: str = "credits", **config: Any) -> dict[str, Any]:
+        return {"name": plugin, "config": {"redis_url": redis_url, **config}}
 
     def route(name: str, service: str, **config: Any) -> dict[str, Any]:
         return {"name": name, "paths": [f"/{name}"], "service": service,
@@ -52,7 +52,8 @@ def kong_config(redis_url: str) -> dict[str, Any]:
             route("shared-b", "api", cost=1, rate_limit={"minute": 2},
                   rate_limit_scope="consumer"),
             route("paid", "api", cost=5),
-            route("metered", "api", cost=10, cost_header="X-Units-Used", max_cost=50),
+            route("metered", "api", plugin="credits-metered", cost=10,
+                  cost_header="X-Units-Used", max_cost=50),
         ],
         "consumers": [
             consumer("alice", "ka", custom_id="wallet-a"),

@@ -21,12 +21,25 @@ def test_committed_kong_yml_is_rendered_from_the_committed_pricing():
     assert render_file(PRICING, KONG_YML) == KONG_YML.read_text()
 
 
-def test_every_credits_plugin_in_kong_yml_passes_the_plugin_schema():
+def test_every_credits_plugin_in_kong_yml_passes_its_plugin_schema():
     declarative = yaml.safe_load(KONG_YML.read_text())
-    credits = [p for p in declarative["plugins"] if p["name"] == "credits"]
-    assert {p["route"] for p in credits} == {"search", "generate", "status"}
-    for plugin in credits:
-        parse_config(plugin["config"])
+    routes = {name: {p["route"] for p in declarative["plugins"] if p["name"] == name}
+              for name in ("credits", "credits-metered")}
+    assert routes == {"credits": {"search", "status"}, "credits-metered": {"generate"}}
+    for plugin in declarative["plugins"]:
+        if plugin["name"].startswith("credits"):
+            parse_config(plugin["config"], metered=plugin["name"] == "credits-metered")
+
+
+def test_a_price_from_an_upstream_header_renders_credits_metered(tmp_path):
+    text = render_file(write(tmp_path, """
+routes: {search: {cost: 2, cost_header: X-Units}, status: {cost: 0}}
+"""), KONG_YML)
+    names = {p["route"]: p["name"] for p in yaml.safe_load(text)["plugins"] if "route" in p}
+    assert (names["search"], names["status"]) == ("credits-metered", "credits")
+    with pytest.raises(InvalidInput, match="route search: invalid credits-metered config"):
+        render_file(write(tmp_path, "routes: {search: {cost: 0, cost_header: X-Units}}"),
+                    KONG_YML)
 
 
 def write(tmp_path: Path, pricing: str) -> Path:

@@ -20,13 +20,16 @@ def test_defaults():
     assert config.redis_url == DEFAULT_REDIS_URL and config.redis_timeout_ms == 250
 
 
-def test_redis_url_default_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("KONG_CREDITS_REDIS_URL", "redis://cache:6380/2")
-    assert field("redis_url")["default"] == "redis://cache:6380/2"
+def test_unset_redis_url_comes_from_the_plugin_servers_environment(monkeypatch):
+    """Never from a schema default: Kong would store it (password and all) in every config."""
+    monkeypatch.setenv("KONG_CREDITS_REDIS_URL", "redis://:s3cret@cache:6380/2")
+    assert "default" not in field("redis_url")
+    assert parse_config({}).redis_url == "redis://:s3cret@cache:6380/2"
+    assert parse_config({"redis_url": "redis://r:1/0"}).redis_url == "redis://r:1/0"
 
 
 def test_full_config_and_kong_extra_keys():
-    config = parse_config({
+    config = parse_config(metered=True, raw={
         "cost": 2, "cost_header": "X-Units", "rate_limit": {"second": 5, "day": 1000},
         "mode": "shadow", "on_redis_error": "allow", "redis_url": "redis://r:1/0",
         "route_id": "7d5c...", "service_id": "svc", "__key__": "plugins:credits:...",
@@ -50,8 +53,23 @@ def test_rate_limit_scope_is_the_plugins_route_or_service(extra, scope):
 
 
 def test_max_cost_is_taken_as_set():
-    config = parse_config({"cost": 5, "cost_header": "X-Units", "max_cost": 7})
+    config = parse_config({"cost": 5, "cost_header": "X-Units", "max_cost": 7}, metered=True)
     assert config.max_cost == 7
+
+
+def test_only_credits_metered_has_the_fields_of_a_price_known_later():
+    with pytest.raises(InvalidInput, match="cost_header: unknown field"):
+        parse_config({"cost": 5, "cost_header": "X-Units"})
+    with pytest.raises(InvalidInput, match="cost_header: required field missing"):
+        parse_config({"cost": 5}, metered=True)
+    # a zero estimate would hold nothing, and every settled credit would be debt
+    with pytest.raises(InvalidInput, match="cost: value should be between 1 and"):
+        parse_config({"cost": 0, "cost_header": "X-Units"}, metered=True)
+
+
+def test_record_request_is_off_by_default():
+    assert not parse_config({}).record_request
+    assert parse_config({"record_request": True}).record_request
 
 
 @pytest.mark.parametrize(("config", "message"), [
@@ -63,9 +81,7 @@ def test_max_cost_is_taken_as_set():
     ({"rate_limit": {"week": 5}}, "config.rate_limit.week: unknown field"),
     ({"mode": "audit"}, "config.mode: expected one of: enforce, shadow"),
     ({"on_redis_error": "retry"}, "config.on_redis_error: expected one of: deny, allow"),
-    ({"cost_header": ""}, "config.cost_header: length must be at least 1"),
-    ({"cost": 0, "cost_header": "X-Units"}, "cost must be at least 1 with cost_header"),
-    ({"max_cost": 0}, "config.max_cost: value should be between 1 and 1000000000000000"),
+    ({"cost_header": ""}, "config.cost_header: unknown field"),
     ({"rate_limit_scope": "service"},
      "config.rate_limit_scope: expected one of: route, consumer"),
     ({"redis_timeout_ms": 0}, "config.redis_timeout_ms: value should be between 1 and 60000"),

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FieldError", "config_checks", "config_fields", "format_errors", "validate"]
+__all__ = ["FieldError", "config_fields", "format_errors", "validate"]
 
 PathKey = str | int
 
@@ -79,34 +79,16 @@ def config_fields(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def config_checks(checks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """A plugin schema's top-level `entity_checks` (field paths `config.x`) as checks of the
-    config record itself (paths `x`), for `validate`."""
-    def relative(value: Any) -> Any:
-        if isinstance(value, str):
-            return value.removeprefix("config.")
-        if isinstance(value, list):
-            return [relative(v) for v in value]
-        if isinstance(value, Mapping):
-            return {k: relative(v) for k, v in value.items()}
-        return value
-
-    return [relative(dict(check)) for check in checks]
-
-
 def validate(
-    fields: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None, *,
-    entity_checks: Sequence[Mapping[str, Any]] = (),
+    fields: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any], list[FieldError]]:
-    """Fill defaults into `config` and check it against Kong schema `fields` and the record's
-    `entity_checks` (see `config_checks`).
+    """Fill defaults into `config` and check it against Kong schema `fields`.
 
     Returns `(filled_config, errors)`; `filled_config` omits null fields (Kong's stored form)
     and is meaningful only when `errors` is empty. Never raises on bad input: a non-mapping
     config is reported as `expected a record`. A malformed schema raises ValueError.
     """
-    record = {"type": "record", "fields": list(fields), "required": True,
-              "entity_checks": list(entity_checks)}
+    record = {"type": "record", "fields": list(fields), "required": True}
     if config is None:
         config = {}
     if not isinstance(config, Mapping):

@@ -1,11 +1,13 @@
-"""The `credits` Kong plugin: the only module that talks to the Kong PDK.
+"""The `credits` and `credits-metered` Kong plugins: the only module that talks to the PDK.
 
-access, per request: who pays (1 PDK call), what is requested (1), one authorize script call
-in Redis, then either the credit headers (1) or a refusal (kong.response.exit). That is 3 PDK
-calls and 1 Redis round trip; the log phase does nothing unless the price comes from an
-upstream header (`cost_header`), in which case it settles the held estimate. Without
-`cost_header` an instance has no log handler at all (`log = None`), so our plugin server
-answers Kong's log event at once, without running anything.
+`credits`, access, per request: who pays (1 PDK call), one authorize script call in Redis,
+then either the credit headers or a refusal (1 PDK call); with `record_request`, one more
+call for the method and path. It has no log phase at all: Kong runs a plugin's log phase for
+every request of every instance that declares it, one more RPC each.
+
+`credits-metered` holds an estimate at access (1 more PDK call: kong.ctx.shared.set) and
+settles the price the upstream reports in its log phase (kong.ctx.shared.get,
+kong.log.serialize, one settle script call). A route uses one or the other.
 """
 
 from __future__ import annotations
@@ -24,12 +26,11 @@ from .errors import InvalidInput, RedisUnavailable
 from .money import parse_whole_number
 from .names import parse_wallet
 from .redis_pool import ENGINES
-from .schema import ENTITY_CHECKS, parse_config, plugin_schema
+from .schema import parse_config, plugin_schema
 
-__all__ = ["EntityChecks", "Plugin", "Schema", "priority", "version"]
+__all__ = ["MeteredPlugin", "Plugin", "Schema", "priority", "version"]
 
 Schema = plugin_schema()
-EntityChecks = ENTITY_CHECKS
 version = __version__
 priority = 900  # after authentication (key-auth 1250), before Kong's rate-limiting (910)
 
@@ -131,14 +132,15 @@ class _Throttled:
 
 
 class Plugin:
-    """One instance per plugin config (route) and Kong worker; config parsed once here."""
+    """`credits`: one instance per plugin config (route) and Kong worker; config parsed once
+    here."""
+
+    metered = False
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self.config = parse_config(config)
+        self.config = parse_config(config, metered=self.metered)
         self.engine = ENGINES.get(self.config.redis_url, self.config.redis_timeout_ms)
         self._outage = _Throttled()
-        if self.config.cost_header is None:
-            self.log = None  # type: ignore[assignment,method-assign]  # skipped phase
 
     async def access(self, kong: Any) -> None:
         consumer = await kong.client.get_consumer()
@@ -149,14 +151,16 @@ class Plugin:
         except InvalidInput as exc:
             self._outage.error(f"credits: refusing consumer {consumer.get('id')} with 403: {exc}")
             return await kong.response.exit(403, {"message": NO_WALLET})
-        method, path = split_request_line(await kong.nginx.get_var("request"))
         config = self.config
+        method = path = ""
+        if config.record_request:
+            method, path = split_request_line(await kong.nginx.get_var("request"))
         request = AuthorizeRequest(
             request_id=REQUEST_IDS.next(), wallet=wallet,
             consumer=str(consumer.get("id") or consumer.get("username")),
             cost=config.cost, route=config.route_id, service=config.service_id,
             method=method, path=path, limits=config.limits, limit_scope=config.limit_scope,
-            hold=config.cost_header is not None, abuse=config.abuse,
+            hold=self.metered, abuse=config.abuse,
         )
         try:
             decision = await self.engine.authorize(request)
@@ -186,8 +190,24 @@ class Plugin:
             body["cap"] = decision.reason
         return await kong.response.exit(402, body)
 
+    async def _redis_down(self, kong: Any, exc: RedisUnavailable) -> None:
+        if self.config.allow_on_redis_error:
+            self._outage.error(f"credits: Redis unavailable, passing requests unmetered "
+                               f"(on_redis_error=allow): {exc}")
+            return None
+        self._outage.error(f"credits: Redis unavailable, refusing with 503 "
+                           f"(on_redis_error=deny): {exc}")
+        return await kong.response.exit(503, {"message": UNAVAILABLE})
+
+
+class MeteredPlugin(Plugin):
+    """`credits-metered`: hold `cost` at access, settle the upstream's price after the
+    response."""
+
+    metered = True
+
     async def log(self, kong: Any) -> None:
-        """Settle a held estimate at the price the upstream reported (cost_header only)."""
+        """Settle the held estimate at the price the upstream reported."""
         hold = await kong.ctx.shared.get(HOLD_CTX_KEY)
         if not hold:
             return  # refused, shadow-refused, or Redis was down at access: nothing held
@@ -198,8 +218,8 @@ class Plugin:
             await self.engine.settle(hold["id"], hold["wallet"], cost,
                                      status=response.get("status"))
         except RedisUnavailable as exc:
-            self._outage.error(f"credits: settle of request {hold['id']} failed, its hold "
-                               f"lapses unbilled: {exc}")
+            self._outage.error(f"credits: settle of request {hold['id']} failed; the "
+                               f"forwarder settles its hold at the estimate: {exc}")
 
     def _reported_cost(self, headers: dict[str, Any]) -> int:
         """The upstream's cost header as credits, at most `max_cost`; the held estimate when
@@ -220,12 +240,3 @@ class Plugin:
                            "charging %d", name, cost, config.max_cost)
             return config.max_cost
         return cost
-
-    async def _redis_down(self, kong: Any, exc: RedisUnavailable) -> None:
-        if self.config.allow_on_redis_error:
-            self._outage.error(f"credits: Redis unavailable, passing requests unmetered "
-                               f"(on_redis_error=allow): {exc}")
-            return None
-        self._outage.error(f"credits: Redis unavailable, refusing with 503 "
-                           f"(on_redis_error=deny): {exc}")
-        return await kong.response.exit(503, {"message": UNAVAILABLE})

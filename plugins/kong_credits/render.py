@@ -1,4 +1,5 @@
-"""config/pricing.yaml -> the `credits` plugin entries of a Kong declarative config."""
+"""config/pricing.yaml -> the `credits` / `credits-metered` plugin entries of a Kong
+declarative config: a route priced with `cost_header` gets `credits-metered`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from .schema import parse_config
 
 __all__ = ["HEADER", "load_pricing", "render", "render_file"]
 
-PLUGIN_NAME = "credits"
-HEADER = ("# Kong declarative config (DB-less). The `credits` plugin entries are generated from\n"
-          "# config/pricing.yaml by `kong-credits render-config`: change prices there.\n")
+PLUGIN_NAMES = ("credits", "credits-metered")
+HEADER = ("# Kong declarative config (DB-less). The `credits` and `credits-metered` plugin\n"
+          "# entries are generated from config/pricing.yaml by `kong-credits render-config`:\n"
+          "# change prices there.\n")
+
+
+def plugin_name(config: Mapping[str, Any]) -> str:
+    """The plugin a route's price needs: `credits-metered` for a price known after the
+    response (`cost_header`), else `credits`."""
+    return PLUGIN_NAMES[1] if "cost_header" in config else PLUGIN_NAMES[0]
 
 
 def load_pricing(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -34,7 +42,7 @@ def load_pricing(path: str | Path) -> dict[str, dict[str, Any]]:
     for route, own in doc["routes"].items():
         config = {**defaults, **(own or {})}
         try:
-            parse_config(config)
+            parse_config(config, metered=plugin_name(config) == PLUGIN_NAMES[1])
         except InvalidInput as exc:
             raise InvalidInput(f"{path}: route {route}: {exc}") from exc
         prices[str(route)] = config
@@ -49,7 +57,7 @@ def _route_names(declarative: Mapping[str, Any]) -> set[str]:
 
 
 def render(declarative: dict[str, Any], prices: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Replace every top-level `credits` plugin entry with one per priced route.
+    """Replace every top-level credits plugin entry with one per priced route.
 
     Routes must exist in the config: a price for an unknown route is an error, not a no-op.
     Credits plugins nested under services or routes are refused (they would be missed).
@@ -59,11 +67,11 @@ def render(declarative: dict[str, Any], prices: Mapping[str, Mapping[str, Any]])
         raise InvalidInput(f"pricing names routes that kong.yml does not have: {sorted(missing)}")
     for service in declarative.get("services") or []:
         for holder in [service, *(service.get("routes") or [])]:
-            if any(p.get("name") == PLUGIN_NAME for p in holder.get("plugins") or []):
+            if any(p.get("name") in PLUGIN_NAMES for p in holder.get("plugins") or []):
                 raise InvalidInput(f"move the credits plugin of {holder.get('name')!r} to the "
                                    "top-level plugins list, where render-config manages it")
-    others = [p for p in declarative.get("plugins") or [] if p.get("name") != PLUGIN_NAME]
-    priced = [{"name": PLUGIN_NAME, "route": route, "config": dict(config)}
+    others = [p for p in declarative.get("plugins") or [] if p.get("name") not in PLUGIN_NAMES]
+    priced = [{"name": plugin_name(config), "route": route, "config": dict(config)}
               for route, config in sorted(prices.items())]
     return {**declarative, "plugins": others + priced}
 

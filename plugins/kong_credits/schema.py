@@ -1,4 +1,9 @@
-"""The `credits` plugin's configuration: Kong schema (data) and its parsed, frozen form."""
+"""The plugins' configuration: Kong schema (data) and its parsed, frozen form.
+
+`credits` prices a request at access; `credits-metered` holds an estimate at access and
+settles the price the upstream reports after the response. They share every field but the
+metered ones (`cost_header`, `max_cost`).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ from typing import Any
 
 from .engine import PERIOD_SECONDS, AbuseDetection, RateLimit
 from .errors import InvalidInput
-from .kong_schema import config_checks, validate
+from .kong_schema import validate
 from .money import MAX_AMOUNT
 
-__all__ = ["DEFAULT_REDIS_URL", "ENTITY_CHECKS", "REDIS_URL_ENV", "PluginConfig",
+__all__ = ["DEFAULT_REDIS_URL", "REDIS_URL_ENV", "PluginConfig",
            "default_redis_url", "parse_config", "plugin_schema"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -26,8 +31,35 @@ def default_redis_url() -> str:
     return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
 
 
-def plugin_schema() -> list[dict[str, Any]]:
-    """The config record's fields in Kong's schema syntax (what `--dump-all-plugins` prints).
+def _price_fields(metered: bool) -> list[dict[str, Any]]:
+    if not metered:
+        return [{"cost": {
+            "type": "integer", "default": 1, "between": [0, MAX_AMOUNT], "required": True,
+            "description": "Credits charged per request on this route (0: free, still "
+                           "recorded).",
+        }}]
+    return [
+        {"cost": {
+            "type": "integer", "default": 1, "between": [1, MAX_AMOUNT], "required": True,
+            "description": "The estimate held at access until the response reports the "
+                           "price (at least 1: a zero estimate would hold nothing).",
+        }},
+        {"cost_header": {
+            "type": "string", "required": True, "len_min": 1,
+            "description": "Upstream response header with the actual credits used, settled "
+                           "in the log phase; missing or not a whole number: the estimate.",
+        }},
+        {"max_cost": {
+            "type": "integer", "required": False, "between": [1, MAX_AMOUNT],
+            "description": "The most one request is settled at; a larger reported price is "
+                           "clamped (and logged). Unset: 10 x cost.",
+        }},
+    ]
+
+
+def plugin_schema(*, metered: bool = False) -> list[dict[str, Any]]:
+    """The config record's fields in Kong's schema syntax (what `--dump-all-plugins` prints),
+    of `credits`, or of `credits-metered` with `metered`.
 
     A function, not a constant: each caller gets its own copy. No default comes from the
     environment (see `default_redis_url`).
@@ -38,21 +70,12 @@ def plugin_schema() -> list[dict[str, Any]]:
         for period in PERIOD_SECONDS
     ]
     return [
-        {"cost": {
-            "type": "integer", "default": 1, "between": [0, MAX_AMOUNT], "required": True,
-            "description": "Credits charged per request on this route (0: metered, free). "
-                           "With cost_header: the estimate held until the response.",
-        }},
-        {"cost_header": {
-            "type": "string", "required": False, "len_min": 1,
-            "description": "Upstream response header with the actual credits used; the cost "
-                           "is held at access and settled from this header in the log phase "
-                           "(needs cost >= 1).",
-        }},
-        {"max_cost": {
-            "type": "integer", "required": False, "between": [1, MAX_AMOUNT],
-            "description": "With cost_header: the most one request is settled at; a larger "
-                           "reported price is clamped (and logged). Unset: 10 x cost.",
+        *_price_fields(metered),
+        {"record_request": {
+            "type": "boolean", "default": False, "required": True,
+            "description": "Also record each request's method and path in its event: one "
+                           "more PDK call per request. Off: events name the route and "
+                           "service, which identify the operation.",
         }},
         {"rate_limit": {
             "type": "record", "required": False, "fields": period_fields,
@@ -111,15 +134,11 @@ def plugin_schema() -> list[dict[str, Any]]:
     ]
 
 
-ENTITY_CHECKS: list[dict[str, Any]] = [
-    {"conditional": {
-        "if_field": "config.cost_header", "if_match": {"len_min": 1},
-        "then_field": "config.cost", "then_match": {"gt": 0},
-        "then_err": "cost must be at least 1 with cost_header: a zero estimate holds nothing, "
-                    "so the settled price would all be debt",
-    }},
-]
-"""Cross-field rules, top level like a bundled plugin's schema (paths start with config.)."""
+KONG_KEYS = frozenset({"route_id", "service_id", "consumer_id", "plugin_instance_name",
+                       "$refs"})
+"""What Kong adds to a config it sends (with `__`-prefixed keys); anything else is a field,
+so one the plugin does not have (a `cost_header` on `credits`) is an error, not ignored.
+`$refs` names the vault references Kong resolved (a referenceable redis_url)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +147,10 @@ class PluginConfig:
 
     cost: int
     cost_header: str | None
+    """credits-metered only: the header the price is settled from (None: priced at access)."""
     max_cost: int
-    """The most a settle may charge (cost_header): max_cost, else 10 x cost."""
+    """The most a settle may charge (credits-metered): max_cost, else 10 x cost."""
+    record_request: bool
     limits: tuple[RateLimit, ...]
     limit_scope: str
     """Whose windows the limits count in: the plugin's route or service id, or "" (shared
@@ -143,19 +164,20 @@ class PluginConfig:
     service_id: str
 
 
-def parse_config(raw: dict[str, Any]) -> PluginConfig:
-    """Validate `raw` (the config JSON Kong sends to StartInstance) against the schema.
+def parse_config(raw: dict[str, Any], *, metered: bool = False) -> PluginConfig:
+    """Validate `raw` (the config JSON Kong sends to StartInstance) against the schema of
+    `credits`, or of `credits-metered` with `metered`.
 
     Kong validated it already; checking again turns a hand-edited or stale config into a
     clear StartInstance error instead of a wrong charge. Kong's extra keys (route_id,
     __key__, ...) are not config fields and are read separately.
     """
-    fields = plugin_schema()
-    names = {next(iter(f)) for f in fields}
-    config, errors = validate(fields, {k: v for k, v in raw.items() if k in names},
-                              entity_checks=config_checks(ENTITY_CHECKS))
+    fields = plugin_schema(metered=metered)
+    own = {k: v for k, v in raw.items() if k not in KONG_KEYS and not k.startswith("__")}
+    config, errors = validate(fields, own)
     if errors:
-        raise InvalidInput("invalid credits config: " + "; ".join(map(str, errors)))
+        name = "credits-metered" if metered else "credits"
+        raise InvalidInput(f"invalid {name} config: " + "; ".join(map(str, errors)))
     limits = config.get("rate_limit") or {}
     abuse = config.get("abuse_detection")
     route_id, service_id = str(raw.get("route_id") or ""), str(raw.get("service_id") or "")
@@ -163,6 +185,7 @@ def parse_config(raw: dict[str, Any]) -> PluginConfig:
         cost=config["cost"],
         cost_header=config.get("cost_header"),
         max_cost=config.get("max_cost") or min(10 * config["cost"], MAX_AMOUNT),
+        record_request=config["record_request"],
         limits=tuple(RateLimit(PERIOD_SECONDS[p], n) for p, n in limits.items() if n),
         limit_scope=(route_id or service_id) if config["rate_limit_scope"] == "route" else "",
         abuse=AbuseDetection(

@@ -24,8 +24,8 @@ __all__ = [
     "pluginserver_command",
 ]
 
-DEFAULT_MODULES = ("credits=kong_credits.plugin",)
-"""Served when neither -d nor -m is given: the built-in plugin, named as Kong knows it."""
+DEFAULT_MODULES = ("credits=kong_credits.plugin", "credits-metered=kong_credits.metered_plugin")
+"""Served when neither -d nor -m is given: the built-in plugins, named as Kong knows them."""
 
 DEFAULT_PREFIX = "/usr/local/kong/"
 DEFAULT_SOCKET_NAME = "credits.socket"
@@ -83,6 +83,12 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         help="Print the JSON list Kong's query_cmd expects and exit.",
     )
     @click.option(
+        "--first",
+        metavar="NAME",
+        help="With --dump-all-plugins: list plugin NAME first. Kong 3.9+ registers only the "
+        "first plugin a query_cmd prints, so each pluginserver_<name>_query_cmd names its own.",
+    )
+    @click.option(
         "--dump-plugin-info",
         "-dump-plugin-info",
         "dump_name",
@@ -124,6 +130,7 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         modules: tuple[str, ...],
         verbose: int,
         dump_all: bool,
+        first: str | None,
         dump_name: str | None,
         event_timeout: float,
         listen_queue_size: int,
@@ -143,6 +150,10 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         except PluginLoadError as exc:
             raise click.ClickException(str(exc)) from exc
         if dump_all:
+            if first is not None:
+                if first not in {p.name for p in plugins}:
+                    raise click.ClickException(f"no plugin named {first!r}")
+                plugins.sort(key=lambda p: p.name != first)
             sys.stdout.write(json.dumps([plugin.info() for plugin in plugins]))
             return
         if dump_name is not None:

@@ -38,9 +38,6 @@ class PluginModule:
     version: str | None
     schema: list[Any]
     mtime: float
-    entity_checks: list[Any] = field(default_factory=list)
-    """Cross-field rules (`EntityChecks`, paths `config.x`), as a bundled plugin's schema has
-    them at its top level; an extension of kong-pdk's contract."""
     load_time: float = field(default_factory=time.time)
     last_start_instance_time: float = 0
     last_close_instance_time: float = 0
@@ -63,7 +60,6 @@ class PluginModule:
             version=version,
             schema=getattr(module, "Schema", []),
             mtime=os.stat(path).st_mtime if path else 0,
-            entity_checks=list(getattr(module, "EntityChecks", [])),
         )
 
     def info(self) -> dict[str, Any]:
@@ -76,7 +72,6 @@ class PluginModule:
             "Schema": {
                 "name": self.name,
                 "fields": [{"config": {"type": "record", "fields": self.schema}}],
-                **({"entity_checks": self.entity_checks} if self.entity_checks else {}),
             },
         }
 
