@@ -67,17 +67,24 @@ def sign(secret: str, body: bytes, timestamp_s: int) -> str:
     return f"t={timestamp_s},v1={digest.hexdigest()}"
 
 
-def verify_signature(secret: str, header: str, body: bytes, *,
+def verify_signature(secret: str, header: str | None, body: bytes, *,
                      tolerance_s: int = DEFAULT_TOLERANCE_S, now_s: float | None = None) -> bool:
-    """True when `header` signs `body` with `secret` and is at most `tolerance_s` old."""
+    """True when `header` signs `body` with `secret` and is at most `tolerance_s` old.
+
+    Anyone can call a webhook receiver, so a malformed header (missing, empty, non-ASCII,
+    without t or v1, t not a whole number) is False, never an exception: hmac.compare_digest
+    raises TypeError on a str that is not ASCII.
+    """
+    if not isinstance(header, str) or not header.isascii():
+        return False
     parts: dict[str, list[str]] = {}
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
         parts.setdefault(key, []).append(value)
-    try:
-        timestamp_s = int(parts["t"][0])
-    except (KeyError, ValueError):
+    t = parts.get("t", [""])[0]
+    if not t.isdigit() or len(t) > 20:  # int() alone would also take " 1", "1_0" and "+1"
         return False
+    timestamp_s = int(t)
     if abs((time.time() if now_s is None else now_s) - timestamp_s) > tolerance_s:
         return False
     expected = sign(secret, body, timestamp_s).rpartition("v1=")[2]

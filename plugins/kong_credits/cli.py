@@ -13,6 +13,7 @@ import redis
 
 from . import __version__, wallets
 from .errors import InvalidInput, RedisUnavailable
+from .redact import mask_url, redact
 from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,8 +30,9 @@ def redis_url_option(command: F) -> F:
 def _client(redis_url: str) -> redis.Redis:
     try:
         return redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--redis-url") from exc
+    except ValueError as exc:  # redis-py may quote a piece of a misparsed password
+        raise click.BadParameter(f"{redact(str(exc), redis_url)} in {mask_url(redis_url)!r}",
+                                 param_hint="--redis-url") from None
 
 
 def _run(action: Callable[[], Any]) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tempfile
 import uuid
 from collections import Counter
@@ -24,10 +23,11 @@ import yaml
 
 from . import wallets
 from .keys import event_streams
+from .redact import mask_url
 from .redis_server import EmbeddedRedis
 from .schema import REDIS_URL_ENV
 
-__all__ = ["DemoOptions", "redis_for_demo", "run_demo"]
+__all__ = ["DemoOptions", "redis_for_demo", "run_demo", "still_running_hint"]
 
 
 @dataclass(frozen=True)
@@ -71,20 +71,6 @@ async def _send_traffic(base_url: str) -> list[tuple[str, str, int, dict[str, st
     return results
 
 
-@contextlib.contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """Set an environment variable for the plugin server processes, restore it afterwards."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 @contextlib.asynccontextmanager
 async def _stack(redis_url: str, options: DemoOptions) -> AsyncIterator[str]:
     """Upstream, plugin server and host with its HTTP listener; yields the listener URL."""
@@ -96,10 +82,11 @@ async def _stack(redis_url: str, options: DemoOptions) -> AsyncIterator[str]:
     await upstream.start()
     declarative = point_services_at(yaml.safe_load(options.kong_yml.read_text()), upstream.url)
     address, _, port = options.listen.rpartition(":")
-    with tempfile.TemporaryDirectory(prefix="kc-demo-") as prefix, \
-            _environment(REDIS_URL_ENV, redis_url):
-        # The plugin schema's redis_url default comes from this variable, as in docker compose.
-        host = Host(declarative, [credits_server(prefix)])
+    with tempfile.TemporaryDirectory(prefix="kc-demo-") as prefix:
+        # kong.yml sets no redis_url: the plugin server reads this variable, passed through
+        # the worker's cleared environment as kong.conf's nginx_main_env does in compose.
+        host = Host(declarative, [credits_server(prefix)],
+                    nginx_main_env=[f"{REDIS_URL_ENV}={redis_url}"])
         proxy = ProxyServer(host, address, int(port))
         try:
             await host.start()
@@ -144,13 +131,18 @@ async def _run(redis_url: str, options: DemoOptions) -> Counter:
         await asyncio.sleep(0.2)  # let the log phases settle the metered requests
         _summarise(results, client, events_before)
         if options.keep_running:
-            click.echo(f"\nStill running. Try:\n  curl -i -H 'apikey: alice-key' "
-                       f"{base_url}/search\n  kong-credits balance acme --redis-url {redis_url}"
-                       "\nCtrl-C stops everything.")
+            click.echo(still_running_hint(base_url, redis_url))
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
     client.close()
     return Counter(status for _, _, status, _ in results)
+
+
+def still_running_hint(base_url: str, redis_url: str) -> str:
+    """What to try while the demo keeps running; the Redis URL with its password masked."""
+    return (f"\nStill running. Try:\n  curl -i -H 'apikey: alice-key' {base_url}/search\n"
+            f"  kong-credits balance acme --redis-url {mask_url(redis_url)}\n"
+            "Ctrl-C stops everything.")
 
 
 def run_demo(redis_url: str, options: DemoOptions) -> Counter:

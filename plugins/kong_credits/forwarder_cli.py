@@ -28,6 +28,7 @@ from .errors import InvalidInput
 from .forwarder import DEFAULT_RETAIN_MS, Forwarder, ForwarderOptions
 from .forwarder_keys import group_name
 from .forwarder_metrics import ForwarderMetrics
+from .redact import mask_url, redact
 from .retry import Backoff
 from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from .sinks import SINKS, Sink, SinkConfig, http_client
@@ -138,8 +139,9 @@ def redis_client(url: str, *, read_timeout_s: float, cluster: bool = False) -> r
         if cluster:
             return redis.RedisCluster.from_url(url, **settings)  # type: ignore[return-value]
         return redis.Redis.from_url(url, health_check_interval=30, **settings)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--redis-url") from exc
+    except ValueError as exc:  # redis-py may quote a piece of a misparsed password
+        raise click.BadParameter(f"{redact(str(exc), url)} in {mask_url(url)!r}",
+                                 param_hint="--redis-url") from None
 
 
 @contextmanager

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 from redis import exceptions as errors
 
+from .redact import mask_url, redact
+
 __all__ = ["RedisLane", "Script"]
 
 Arg: TypeAlias = bytes | str | int
@@ -190,6 +192,30 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
+def _parse_url(url: str) -> dict[str, Any]:
+    """RedisLane's keyword arguments for `url`; ValueError (naming no secret) if unusable."""
+    parts = urlsplit(url)
+    if parts.scheme == "rediss":
+        raise ValueError(
+            "rediss:// (TLS) is not supported by RedisLane, the hot-path client: use "
+            "redis:// or unix:// to a local Redis, or to a local TLS proxy such as stunnel"
+        )
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    where: dict[str, Any]
+    if parts.scheme == "redis":
+        db = parts.path.strip("/") or db
+        where = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 6379}
+    elif parts.scheme == "unix" and parts.path:
+        where = {"path": parts.path}
+    else:
+        raise ValueError("use redis:// or unix://")
+    if not db.isdigit():
+        raise ValueError("the database must be a number")  # not quoted: it may hold a secret
+    user, password = parts.username, parts.password
+    return {**where, "db": int(db), "username": unquote(user) if user else None,
+            "password": unquote(password) if password else None}
+
+
 class RedisLane:
     """Pipelined Redis calls over `connections` sockets, round-robin, each opened lazily.
 
@@ -223,27 +249,17 @@ class RedisLane:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisLane:
-        """`redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path?db=N`."""
-        parts = urlsplit(url)
-        if parts.scheme == "rediss":
-            raise ValueError(
-                "rediss:// (TLS) is not supported by RedisLane, the hot-path client: use "
-                "redis:// or unix:// to a local Redis, or to a local TLS proxy such as stunnel"
-            )
-        db = parse_qs(parts.query).get("db", ["0"])[0]
-        where: dict[str, Any]
-        if parts.scheme == "redis":
-            db = parts.path.strip("/") or db
-            where = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 6379}
-        elif parts.scheme == "unix" and parts.path:
-            where = {"path": parts.path}
-        else:
-            raise ValueError(f"unsupported Redis URL {url!r}: use redis:// or unix://")
-        if not db.isdigit():
-            raise ValueError(f"Redis database must be a number, not {db!r}")
-        user, password = parts.username, parts.password
-        return cls(**where, db=int(db), username=unquote(user) if user else None,
-                   password=unquote(password) if password else None, **options)
+        """`redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path?db=N`.
+
+        A ValueError shows the URL with its password masked, and no chained error: the
+        plugin server logs it with its traceback and answers it to Kong, which logs it too.
+        """
+        try:
+            where = _parse_url(url)
+        except ValueError as exc:  # urllib quotes a password with an unescaped / as the port
+            raise ValueError(f"invalid Redis URL {mask_url(url)!r}: "
+                             f"{redact(str(exc), url)}") from None
+        return cls(**where, **options)
 
     async def evalsha(
         self, script: _Lua, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()

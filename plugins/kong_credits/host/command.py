@@ -6,6 +6,8 @@ credits.socket` and `..._query_cmd = kong-credits pluginserver --dump-all-plugin
 is a fresh temporary directory unless `--prefix` is given. `{prefix}`, `{socket}` and
 `{socket_name}` in `--plugin-server-cmd`/`--query-cmd`/`--socket` are filled in.
 `--pdk-plugins-dir DIR` drives stock kong-pdk instead (`kong-python-pluginserver -g -d DIR`).
+The plugin server gets a Kong worker's cleared environment: TZ, PATH and each
+`--nginx-main-env NAME` (kong.conf's `nginx_main_env`), e.g. KONG_CREDITS_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -64,11 +66,14 @@ def _address(value: str) -> tuple[str, int]:
               help="Also serve the sample echo upstream there (for the demo kong.yml).")
 @click.option("--rpc-timeout", default=60.0, show_default=True, type=float,
               help="Plugin server socket timeout in seconds (Kong: 60).")
+@click.option("--nginx-main-env", "nginx_main_env", multiple=True, metavar="NAME[=VALUE]",
+              help="Pass this environment variable to the plugin server, as kong.conf's "
+                   "nginx_main_env does (repeatable); it sees only TZ and PATH otherwise.")
 @click.option("-v", "--verbose", count=True, help="-v info, -vv debug logs.")
 def host_command(
     config_path: str, listen: str, prefix: str | None, plugin_server_cmd: str, query_cmd: str,
     socket_path: str, pdk_plugins_dir: str | None, sample_upstream: str | None,
-    rpc_timeout: float, verbose: int,
+    rpc_timeout: float, nginx_main_env: tuple[str, ...], verbose: int,
 ) -> None:
     """Play Kong's side of the external-plugin protocol and serve HTTP on --listen.
 
@@ -93,7 +98,7 @@ def host_command(
         upstream_address = _address(sample_upstream) if sample_upstream else None
         try:
             asyncio.run(_serve(config_path, spec, address, port, upstream_address,
-                               rpc_timeout))
+                               rpc_timeout, nginx_main_env))
         except (DeclarativeError, HostError, PluginInfoError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -101,6 +106,7 @@ def host_command(
 async def _serve(
     config_path: str, spec: PluginServerSpec, address: str, port: int,
     upstream_address: tuple[str, int] | None, rpc_timeout: float,
+    nginx_main_env: tuple[str, ...] = (),
 ) -> None:
     upstream = SampleUpstream(*upstream_address) if upstream_address else None
     if upstream is not None:
@@ -110,7 +116,8 @@ async def _serve(
     if upstream is not None:
         # kong.yml names the docker compose upstream: send every service to ours instead.
         config = point_services_at(yaml.safe_load(Path(config_path).read_text()), upstream.url)
-    host = Host(config, [spec], rpc_timeout_s=rpc_timeout, listen_port=port)
+    host = Host(config, [spec], rpc_timeout_s=rpc_timeout, listen_port=port,
+                nginx_main_env=nginx_main_env)
     server = ProxyServer(host, address, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -37,6 +37,7 @@ from .supervisor import (
     PluginServerSpec,
     query_plugins,
     wait_for_socket,
+    worker_environment,
 )
 from .transport import HttpxUpstream, Upstream
 
@@ -57,7 +58,9 @@ class Host:
     `config` is a DeclarativeConfig, a parsed mapping, or a path to kong.yml. `upstream`
     defaults to real HTTP (httpx); pass any `async (UpstreamRequest) -> UpstreamResponse`
     to skip the network. `rpc_timeout_s` is Kong's 60 s socket timeout; `max_restarts`
-    bounds the `no plugin instance` restarts (Kong has no bound).
+    bounds the `no plugin instance` restarts (Kong has no bound). Started plugin servers see
+    only TZ, PATH and the variables `nginx_main_env` names (`NAME` or `NAME=value`), as
+    kong.conf's `nginx_main_env` lets them through nginx's cleared worker environment.
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class Host:
         max_restarts: int = 3,
         listen_port: int = 8000,
         node_id: str | None = None,
+        nginx_main_env: Sequence[str] = (),
     ) -> None:
         self.servers = list(servers)
+        self.nginx_main_env = tuple(nginx_main_env)
         self.rpc_timeout_s = rpc_timeout_s
         self.start_timeout_s = start_timeout_s
         self.max_restarts = max_restarts
@@ -114,7 +119,8 @@ class Host:
             await self.reload(self._config_source)
             for spec in self.servers:
                 if spec.start_cmd:
-                    process = PluginServerProcess(spec)
+                    process = PluginServerProcess(
+                        spec, env=worker_environment(self.nginx_main_env))
                     self.processes[spec.name] = process
                     process.start()
             for spec in self.servers:

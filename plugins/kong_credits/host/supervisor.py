@@ -8,7 +8,8 @@ From `kong/runloop/plugin_servers/process.lua`:
   works with several plugins) and warns that Kong would not;
 - `start_cmd` runs as `exec <start_cmd>` with stderr merged into stdout, each line logged with
   `[name:pid]`; it is respawned when it exits (at most once a second), except after exit 127
-  (command not found); stop sends SIGTERM.
+  (command not found); stop sends SIGTERM. It runs in the environment of a Kong worker, which
+  nginx has cleared (see `worker_environment`); `query_cmd` runs with Kong's whole one.
 Unlike Kong 3.5+, `wait_ready` waits until the socket accepts, so the first request does not
 race the server's startup.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -44,11 +46,14 @@ __all__ = [
     "query_plugins",
     "resolve_command",
     "wait_for_socket",
+    "worker_environment",
 ]
 
 _logger = logging.getLogger("kong_credits.host.pluginserver")
 _VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 _KNOWN_PHASES = {"certificate", "rewrite", "access", "response", "preread", "log"}
+_KEPT_BY_NGINX = ("TZ",)
+_KEPT_BY_HOST = ("PATH",)
 
 
 class PluginInfoError(ValueError):
@@ -181,6 +186,30 @@ def query_plugins(query_cmd: str, timeout_s: float = 30.0) -> list[PluginInfo]:
     return parse_plugin_info(result.stdout, source=query_cmd)
 
 
+def worker_environment(
+    nginx_main_env: Iterable[str] = (), environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment Kong's worker 0 gives the plugin server it starts, from `environ`
+    (default: this process's).
+
+    nginx workers keep only TZ and what `env` directives name (`ngx_set_environment`, called by
+    `ngx_worker_process_init`); kong.conf's `nginx_main_env = NAME` (or `KONG_NGINX_MAIN_ENV`)
+    writes `env NAME;` into nginx.conf, and `ngx.pipe.spawn` hands the worker's environment on
+    unchanged. Each entry is `NAME` (kept if set) or `NAME=value` (set), like `env`. PATH is
+    kept too, where Kong keeps none (its /bin/sh falls back to a built-in search path): so a
+    start_cmd may name a program on the host's PATH. kong.conf should give absolute paths.
+    """
+    source = os.environ if environ is None else environ
+    env: dict[str, str] = {}
+    for entry in (*_KEPT_BY_NGINX, *_KEPT_BY_HOST, *nginx_main_env):
+        name, equals, value = entry.partition("=")
+        if equals:
+            env[name] = value
+        elif name in source:
+            env[name] = source[name]
+    return env
+
+
 def wait_for_socket(path: str, timeout_s: float) -> None:
     """Block until a unix stream socket at `path` accepts a connection."""
     deadline = time.monotonic() + timeout_s
@@ -202,7 +231,8 @@ class PluginServerProcess:
     """Runs `exec <start_cmd>`, logs its output, respawns it, stops it with SIGTERM.
 
     A thread supervises the child so the process outlives any one event loop (tests start
-    one loop per test). Use `start()`, `wait_ready()`, `stop()`.
+    one loop per test). Use `start()`, `wait_ready()`, `stop()`. `env` is the child's whole
+    environment; by default a Kong worker's with no `env` directive (`worker_environment()`).
     """
 
     RESPAWN_INTERVAL_S = 1.0
@@ -211,7 +241,7 @@ class PluginServerProcess:
         if not spec.start_cmd:
             raise ValueError(f"plugin server {spec.name!r} has no start_cmd")
         self.spec = spec
-        self.env = dict(env) if env is not None else None
+        self.env = dict(env) if env is not None else worker_environment()
         self.spawns = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
