@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 
 import click
 import httpx
-import redis
 
 from .alerts import Alert, WebhookSink
-from .consumer_group import ConsumerGroup
+from .consumer_group import ConsumerGroup, consumer_name
 from .errors import InvalidInput
-from .forwarder import Forwarder, ForwarderOptions
+from .forwarder import REDIS_ERRORS, Forwarder, ForwarderOptions
 from .forwarder_cli import LOG_FORMAT, redis_client, retain_option, stop_on_signals
 from .forwarder_metrics import ForwarderMetrics
 from .keys import alert_streams
@@ -61,8 +58,7 @@ def alerts_command(url: str, hmac_secret: str, drain: bool, group: str, consumer
         backoff=Backoff(backoff_base_ms / 1000, max(backoff_max_ms, backoff_base_ms) / 1000))
     config = SinkConfig(url=url, hmac_secret=hmac_secret, timeout_s=timeout_s)
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10)
-    consumers = ConsumerGroup(client, group, consumer or f"{socket.gethostname()}-{os.getpid()}",
-                              alert_streams())
+    consumers = ConsumerGroup(client, group, consumer or consumer_name(), alert_streams())
     http: httpx.Client = http_client(config)
     try:
         try:
@@ -72,7 +68,7 @@ def alerts_command(url: str, hmac_secret: str, drain: bool, group: str, consumer
         with stop_on_signals() as stop:
             code = Forwarder(consumers, sink, options, metrics=ForwarderMetrics(sink.name),
                              stop=stop, parse=Alert.from_fields).run()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except REDIS_ERRORS as exc:  # run() retries the rest
         raise click.ClickException(f"Redis unavailable: {exc}") from exc
     finally:
         http.close()

@@ -2,14 +2,18 @@
 
 An entry stays in the group's pending list (PEL) from XREADGROUP until XACK, so a consumer
 that dies mid-batch loses nothing: XAUTOCLAIM hands its entries, once idle long enough, to
-another consumer. Every call names one stream or pipelines one command per stream, except
-`read_new` on a single Redis, which names all streams in one XREADGROUP; with `per_shard`
-it reads stream by stream, which is what Redis Cluster needs (each stream in its own slot).
-Needs a client with decode_responses=True and Redis 7.0 or newer.
+another consumer. A consumer named hostname-pid (the default, `consumer_name()`) whose
+process is gone from this host has nothing in flight, so its entries are taken over at once
+(`process_gone`, `take_over`). Every call names one stream or pipelines one command per
+stream, except `read_new` on a single Redis, which names all streams in one XREADGROUP; with
+`per_shard` it reads stream by stream, which is what Redis Cluster needs (each stream in its
+own slot). Needs a client with decode_responses=True and Redis 7.0 or newer.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -21,7 +25,40 @@ import redis
 from .dlq import dead_letter_fields
 from .keys import dead_letter_stream, event_streams, shard_of_stream
 
-__all__ = ["Backlog", "ConsumerGroup", "StreamEntry"]
+__all__ = ["Backlog", "ConsumerGroup", "StreamEntry", "consumer_name", "process_gone"]
+
+_FORGET_IF_IDLE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+"""Delete consumer ARGV[2] of group ARGV[1] on stream KEYS[1] unless it holds entries; in one
+script, so entries read under that name meanwhile are never dropped with it."""
+
+
+def consumer_name() -> str:
+    """A process's default consumer name, hostname-pid: unique while the process lives, and
+    a restart comes back under a new one (whose pid tells whether the old one is gone)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def process_gone(consumer: str) -> bool:
+    """True when `consumer` is named hostname-pid for this host and no process has that pid:
+    it died, so nothing is in flight under its name. A pid that exists is not provably dead
+    (a live forwarder, or the pid reused by anything): False, and the idle rule applies. So
+    does any other name: another host's consumer, or one named with --consumer. Assumes
+    hostname-pid names one process (a host, or a container with its own hostname)."""
+    host, _, pid = consumer.rpartition("-")
+    if (os.name != "posix" or host != socket.gethostname()
+            or not (pid.isascii() and pid.isdigit()) or int(pid) <= 0):
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the pid exists
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # exists but is not ours to signal; or no valid pid
+        return False
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +116,20 @@ class ConsumerGroup:
         self.per_shard = per_shard
         self._cursors = dict.fromkeys(self.streams, "0-0")
         self._next_shard = 0
+        self._forget_if_idle = client.register_script(_FORGET_IF_IDLE)
 
     def ensure(self) -> None:
-        """Create the group on every stream (from the first entry: nothing is skipped)."""
+        """Create the group on every stream that lacks it (from the first entry: nothing is
+        skipped). Only reads when every stream has it, so it passes on a Redis that refuses
+        writes it does not need (OOM), and it is cheap to call again after any Redis error
+        (a Redis restarted without persistence has lost the group: NOGROUP)."""
+        pipe = self.client.pipeline(transaction=False)
         for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        for stream, groups in zip(self.streams, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(groups, Exception) and any(
+                    g["name"] == self.group for g in groups):
+                continue
             try:
                 self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
             except redis.ResponseError as exc:
@@ -224,6 +271,44 @@ class ConsumerGroup:
                 pipe.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=False)
                 trimmed.append(stream)
         return sum(pipe.execute()) if trimmed else 0
+
+    def holders(self) -> dict[str, int]:
+        """Every consumer of the group (any stream) and how many entries it holds."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_consumers(stream, self.group)
+        held: dict[str, int] = defaultdict(int)
+        for consumers in pipe.execute(raise_on_error=False):
+            for c in [] if isinstance(consumers, Exception) else consumers:
+                held[c["name"]] += int(c["pending"])
+        return dict(held)
+
+    def take_over(self, consumer: str, count: int) -> list[StreamEntry]:
+        """Claim up to `count` entries per stream that `consumer` (known dead) holds, however
+        briefly idle. Each XCLAIM asks for the idle time XPENDING just reported, so of two
+        forwarders taking over at once one gets each entry: the other finds it just claimed.
+        An entry deleted from the stream meanwhile leaves the pending list unreturned."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xpending_range(stream, self.group, "-", "+", count, consumername=consumer)
+        held = [(stream, pending)
+                for stream, pending in zip(self.streams, pipe.execute(), strict=True) if pending]
+        if not held:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for stream, pending in held:
+            pipe.xclaim(stream, self.group, self.consumer,
+                        min(int(p["time_since_delivered"]) for p in pending),
+                        [p["message_id"] for p in pending])
+        return [StreamEntry(stream, entry_id, fields)
+                for (stream, _), claimed in zip(held, pipe.execute(), strict=True)
+                for entry_id, fields in claimed if fields is not None]
+
+    def forget(self, consumer: str) -> bool:
+        """Delete `consumer` from the group on every stream where it holds nothing; True when
+        it is gone from all of them."""
+        return all([self._forget_if_idle(keys=[stream], args=[self.group, consumer])
+                    for stream in self.streams])
 
     def forget_idle_consumers(self, idle_ms: int) -> int:
         """Remove the group's consumers that hold nothing and were idle longer than

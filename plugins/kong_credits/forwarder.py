@@ -5,7 +5,10 @@ what the sink confirmed, dead-letter what it refused for good, retry the rest wi
 It should be easy to see that:
 1. nothing is lost: an entry leaves the pending list only by XACK after the sink confirmed
    it, or by the MULTI that copies it to the dead-letter stream; a crash at any point leaves
-   it pending, and XAUTOCLAIM gives it to another forwarder once idle for `claim_idle_ms`;
+   it pending, and XAUTOCLAIM gives it to another forwarder once idle for `claim_idle_ms`
+   (at once when the crashed forwarder was on this host: its pid is gone); a Redis error
+   (down, read-only after a failover, out of memory, ...) is retried, then our own pending
+   entries are read again;
 2. nothing is billed twice: an entry may be sent again (a crash between delivery and XACK,
    a timeout after the backend stored it, a reclaim race), but always under its event id,
    which every sink's backend deduplicates on.
@@ -22,7 +25,7 @@ from typing import Any
 
 import redis
 
-from .consumer_group import ConsumerGroup, StreamEntry
+from .consumer_group import ConsumerGroup, StreamEntry, process_gone
 from .engine import Engine
 from .errors import InvalidInput, RedisUnavailable
 from .forwarder_metrics import ForwarderMetrics, Tally
@@ -31,7 +34,7 @@ from .rated_event import RatedEvent
 from .retry import Backoff
 from .sinks.base import Sink
 
-__all__ = ["Forwarder", "ForwarderOptions"]
+__all__ = ["REDIS_ERRORS", "Forwarder", "ForwarderOptions"]
 
 log = logging.getLogger(__name__)
 _BACKLOG_EVERY_S = 10.0
@@ -41,6 +44,10 @@ DEFAULT_RETAIN_MS = 3_600_000
 _FORGET_CONSUMERS_IDLE_MS = 86_400_000
 """A consumer of our group idle this long and holding nothing is removed (a restarted
 forwarder comes back under a new name: hostname-pid)."""
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.RedisError, redis.exceptions.RedisClusterException, RedisUnavailable)
+"""Anything a Redis call raises: down, late, READONLY after a failover, LOADING, OOM, MOVED,
+NOGROUP... The forwarder outlives them all: it logs, counts and retries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,8 @@ class Forwarder:
       or Redis failed `max_attempts` times in a row without progress (its events stay
       pending). Without drain, retry forever with backoff.
     claim_idle_ms: reclaim another consumer's entries once idle this long; entries in hand
-      are touched well before, so a slow but live forwarder keeps its own.
+      are touched well before, so a slow but live forwarder keeps its own. A consumer of
+      this host whose process is gone (consumer_group.process_gone) is taken over at once.
     retain_ms: every 10 s and on exit, trim stream entries that every consumer group is done
       with and that are older than this (None: never trim). Without it the streams grow
       for as long as the gateway serves requests.
@@ -109,31 +117,50 @@ class Forwarder:
         self._touched_at = 0.0
 
     def run(self) -> int:
-        """Forward until stopped (0), or with drain until done (0) or failing (1)."""
-        self.group.ensure()
-        self._housekeeping()
+        """Forward until stopped (0), or with drain until done (0) or failing (1).
+
+        Any Redis error is logged, counted and retried with backoff (with drain, up to
+        max_attempts in a row; a drain that cannot reach Redis at all when it starts raises
+        at once instead: a wrong URL should say so). After an error the group is ensured
+        again and our own pending entries are read again: a batch cut short (delivered, not
+        yet acked) is sent again at once, under the same event ids, instead of waiting
+        claim_idle_ms for a reclaim.
+        """
         redis_failures = 0
-        inbox = self.group.read_own_pending(self.batch_size)
+        inbox: list[StreamEntry] | None = None
+        """None: ensure the group and read our own pending entries first."""
+        started = False
         while not self.stop.is_set():
             try:
+                if inbox is None:
+                    self.group.ensure()
+                    if not started:
+                        self._housekeeping()
+                        started = True
+                    inbox = self.group.read_own_pending(self.batch_size)
                 entries, inbox = inbox or self._fetch(), []
                 if entries:
                     self._forward(entries)
                 elif self.options.drain and self._drained():
                     break
                 redis_failures = 0
+                self._maybe_summarize()
             except _GiveUp:
                 self._summarize()
                 return 1
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 redis_failures += 1
-                self.metrics.redis_error()
-                log.warning("Redis unavailable (%d in a row): %s", redis_failures, exc)
+                inbox = None
+                kind = self.metrics.redis_error(exc)
+                if self.options.drain and not started and kind in ("connection", "timeout"):
+                    raise
+                log.warning("Redis error (%s, %d in a row), retrying: %s", kind,
+                            redis_failures, exc)
                 if self.options.drain and redis_failures >= self.options.max_attempts:
+                    log.error("giving up after %d Redis errors in a row", redis_failures)
                     self._summarize()
                     return 1
                 self.stop.wait(self.options.backoff.delay_s(redis_failures))
-            self._maybe_summarize()
         self._summarize()
         self._housekeeping()
         return 0
@@ -143,6 +170,10 @@ class Forwarder:
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self._reclaim_every_s
+            taken = self._take_over_dead()
+            if taken:
+                self._next_reclaim = now  # it may hold more: look again next time
+                return taken
             claimed, deleted = self.group.reclaim(self.options.claim_idle_ms, self.batch_size)
             if deleted:
                 self.metrics.lost(deleted)
@@ -157,6 +188,20 @@ class Forwarder:
         if not entries and self.group.per_shard and not self.options.drain:
             self.stop.wait(min(self.options.block_ms, 200) / 1000)
         return entries
+
+    def _take_over_dead(self) -> list[StreamEntry]:
+        """Entries of a consumer of this host whose process is gone: nothing is in flight
+        there, so no need to wait claim_idle_ms. Once it holds nothing it is deleted."""
+        for name, held in self.group.holders().items():
+            if name == self.group.consumer or not process_gone(name):
+                continue
+            taken = self.group.take_over(name, self.batch_size) if held else []
+            if self.group.forget(name):
+                log.info("removed consumer %s: its process is gone", name)
+            if taken:
+                log.info("took over %d events from %s: its process is gone", len(taken), name)
+                return taken
+        return []
 
     def _drained(self) -> bool:
         """Nothing new was read: done if no consumer holds anything either; else wait for
@@ -265,7 +310,9 @@ class Forwarder:
         self._backlog_at = time.monotonic() + _BACKLOG_EVERY_S
         try:
             backlog = self.group.backlog()
-        except (redis.ConnectionError, redis.TimeoutError):
+        except REDIS_ERRORS as exc:
+            log.warning("Redis error (%s) reading the backlog: %s",
+                        self.metrics.redis_error(exc), exc)
             return "unknown", "unknown"
         self.metrics.backlog(backlog.lag, backlog.pending)
         return "unknown" if backlog.lag is None else str(backlog.lag), str(backlog.pending)
@@ -282,8 +329,9 @@ class Forwarder:
                 if trimmed:
                     self.metrics.trimmed(trimmed)
                     log.debug("trimmed %d delivered entries from the streams", trimmed)
-        except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable):
-            self.metrics.redis_error()
+        except REDIS_ERRORS as exc:
+            log.warning("Redis error (%s) in housekeeping, done next round: %s",
+                        self.metrics.redis_error(exc), exc)
 
     def _sweep_holds(self) -> None:
         """Settle lapsed holds, page after page for up to a second (a backlog left by an

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,11 +19,11 @@ import click
 import httpx
 import redis
 
-from .consumer_group import ConsumerGroup
+from .consumer_group import ConsumerGroup, consumer_name
 from .customers import DEFAULT_CUSTOMERS_PATH, CustomerMap
 from .dlq import list_dead_letters, replay
 from .errors import InvalidInput
-from .forwarder import DEFAULT_RETAIN_MS, Forwarder, ForwarderOptions
+from .forwarder import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions
 from .forwarder_keys import group_name
 from .forwarder_metrics import ForwarderMetrics
 from .redact import mask_url, redact
@@ -207,8 +205,7 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
         raise click.UsageError(str(exc)) from exc
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10, cluster=cluster)
     consumers = ConsumerGroup(client, group or group_name(kind),
-                              consumer or f"{socket.gethostname()}-{os.getpid()}",
-                              per_shard=cluster)
+                              consumer or consumer_name(), per_shard=cluster)
     with _sink(kind, **sink_settings) as sink, stop_on_signals() as stop:
         metrics = ForwarderMetrics(sink.name)
         stop_metrics = None
@@ -218,7 +215,7 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
                                              port)
         try:
             code = Forwarder(consumers, sink, options, metrics=metrics, stop=stop).run()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:  # run() retries the rest
             raise click.ClickException(f"Redis unavailable: {exc}") from exc
         finally:
             if stop_metrics:
@@ -244,7 +241,7 @@ def dlq_list(group: str | None, limit: int, as_json: bool, cluster: bool,
     client = redis_client(redis_url, read_timeout_s=10, cluster=cluster)
     try:
         letters = list_dead_letters(client, group=group, limit=limit)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except REDIS_ERRORS as exc:
         raise click.ClickException(f"Redis unavailable: {exc}") from exc
     if as_json:
         click.echo(json.dumps([d.to_json() for d in letters], separators=(",", ":")))
@@ -275,7 +272,7 @@ def dlq_retry(kind: str, group: str | None, event_ids: tuple[str, ...], limit: i
                 client, group=None if event_ids else group or group_name(kind),
                 event_ids=event_ids, limit=limit)
             result = replay(client, sink, letters)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             raise click.ClickException(f"Redis unavailable: {exc}") from exc
     click.echo(f"replayed {len(letters)} dead letter(s): {result.delivered} delivered, "
                f"{result.rejected} refused again, {result.unresolved} not delivered"

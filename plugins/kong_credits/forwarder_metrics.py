@@ -6,13 +6,41 @@ Metrics live on the forwarder's own CollectorRegistry (no process-global state),
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["ForwarderMetrics", "Tally"]
+from .errors import RedisUnavailable
+
+__all__ = ["ForwarderMetrics", "Tally", "redis_error_kind"]
+
+_ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (RedisUnavailable, "unavailable"),
+    (redis.exceptions.BusyLoadingError, "loading"),  # a ConnectionError, but not a network one
+    (redis.TimeoutError, "timeout"),
+    (redis.ConnectionError, "connection"),
+    (redis.exceptions.ReadOnlyError, "readonly"),
+    (redis.exceptions.OutOfMemoryError, "oom"),
+)
+_ERROR_CODE = re.compile(r"[A-Z]{2,20}")
+
+
+def redis_error_kind(exc: Exception) -> str:
+    """A short label for a failed Redis call: "timeout", "connection", "readonly", "oom",
+    "loading", else the server's error code ("moved", "nogroup", "err", ...), else
+    "response" or "other". Error codes are a small fixed set, so the label stays bounded."""
+    for error, kind in _ERROR_KINDS:
+        if isinstance(exc, error):
+            return kind
+    # redis-py >= 6 keeps the code it recognised; an unknown one starts the message.
+    code = getattr(exc, "status_code", None) or str(exc).partition(" ")[0]
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return code.lower()
+    return "response" if isinstance(exc, redis.ResponseError) else "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +76,9 @@ class ForwarderMetrics:
                                       "Events refused for good, moved to the DLQ.")
         self._lost = counter("events_lost",
                              "Pending events deleted from the stream before delivery.")
-        self._redis_errors = counter("redis_errors", "Redis calls that failed.")
+        self._redis_errors = Counter("kong_credits_forwarder_redis_errors",
+                                     "Redis calls that failed, by kind of error.",
+                                     ["sink", "kind"], registry=self.registry)
         self._trimmed = counter("events_trimmed",
                                 "Stream entries every group was done with, trimmed.")
         self._holds_swept = counter("holds_swept",
@@ -92,8 +122,11 @@ class ForwarderMetrics:
         self._lost.inc(events)
         self.tally = replace(self.tally, lost=self.tally.lost + events)
 
-    def redis_error(self) -> None:
-        self._redis_errors.inc()
+    def redis_error(self, exc: Exception) -> str:
+        """Count a failed Redis call; returns its kind (see redis_error_kind)."""
+        kind = redis_error_kind(exc)
+        self._redis_errors.labels(self._sink, kind).inc()
+        return kind
 
     def trimmed(self, entries: int) -> None:
         self._trimmed.inc(entries)
