@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+import uvloop
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -22,6 +23,7 @@ from redis.exceptions import (
     ResponseError,
     TimeoutError,
 )
+from waits import wait_until, wait_until_async
 
 from kong_credits.redis_lane import RedisLane, Script
 from kong_credits.redis_server import EmbeddedRedis, find_redis_server
@@ -29,21 +31,12 @@ from kong_credits.redis_server import EmbeddedRedis, find_redis_server
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 ECHO = Script("return ARGV[1]")
 PASSWORD = "s3cret/with:odd@chars"
-BUSY = Script("""
-local t0 = redis.call('TIME')
-repeat
-    local now = redis.call('TIME')
-until (now[1] - t0[1]) * 1000000 + now[2] - t0[2] >= tonumber(ARGV[1])
-return 'done'
-""")  # keeps Redis busy for ARGV[1] microseconds, then replies
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
 def run(request: pytest.FixtureRequest) -> Run:
     """Each test runs on both event loops the plugin server may use."""
-    if request.param == "uvloop":
-        return pytest.importorskip("uvloop").run
-    return asyncio.run
+    return uvloop.run if request.param == "uvloop" else asyncio.run
 
 
 @pytest.fixture
@@ -74,19 +67,31 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Pat
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port, password=PASSWORD, socket_timeout=1)
+
+    def up() -> bool:
+        with contextlib.suppress(redis.ConnectionError):
+            return client.ping()
+        return False
+
     try:
-        for _ in range(250):
-            with contextlib.suppress(redis.ConnectionError):
-                client.ping()
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("redis-server with --requirepass did not start")
+        wait_until(up, interval_s=0.02)
         yield port, unix
     finally:
         client.close()
         process.terminate()
         process.wait(timeout=5)
+
+
+def client_info(url: str, client_id: int) -> dict[str, str]:
+    """Connection `client_id` as Redis sees it: its CLIENT LIST line."""
+    with redis.Redis.from_url(url) as admin:
+        [client] = admin.client_list(client_id=[client_id])
+    return client
+
+
+async def blocked(url: str, client_id: int) -> bool:
+    """Whether Redis holds connection `client_id` in a blocking command (BLPOP)."""
+    return "b" in (await asyncio.to_thread(client_info, url, client_id))["flags"]
 
 
 def _kill(server: EmbeddedRedis) -> None:
@@ -177,7 +182,8 @@ def test_timeout_drops_the_connection_and_the_next_call_reconnects(run: Run, url
         lane = RedisLane.from_url(url, timeout_s=0.2)
         client_id = await lane.execute("CLIENT", "ID")
         slow = asyncio.ensure_future(lane.execute("BLPOP", "lane:never", 2))
-        await asyncio.sleep(0.1)
+        await wait_until_async(lambda: blocked(url, client_id))
+        await asyncio.sleep(0.1)  # so behind's own deadline comes well after slow's
         behind = asyncio.ensure_future(lane.execute("PING"))  # queued behind the slow reply
         with pytest.raises(TimeoutError):
             await slow
@@ -191,17 +197,32 @@ def test_timeout_drops_the_connection_and_the_next_call_reconnects(run: Run, url
 
 
 def test_a_blocked_event_loop_is_not_mistaken_for_a_slow_redis(run: Run, url: str) -> None:
+    """Redis answers in time, while the loop is busy elsewhere until past the call's deadline:
+    the lane takes the reply waiting on its socket rather than calling it a timeout."""
+
+    def replied(client: dict[str, str]) -> bool:  # unblocked, its output buffers written out
+        return "b" not in client["flags"] and client["obl"] == client["oll"] == "0"
+
     async def scenario() -> None:
-        lane = RedisLane.from_url(url, timeout_s=0.1)
-        await lane.execute("PING")
+        lane = RedisLane.from_url(url, timeout_s=0.25)
+        client_id = await lane.execute("CLIENT", "ID")
+        await lane.execute("DEL", "lane:wake")
+        pending = asyncio.ensure_future(lane.execute("BLPOP", "lane:wake", 5))
+        await wait_until_async(lambda: blocked(url, client_id))
+
+        def hog() -> None:  # an I/O callback that blocks the loop while Redis answers
+            wake.recv(1)
+            with redis.Redis.from_url(url) as admin:
+                admin.rpush("lane:wake", "now")
+            wait_until(lambda: replied(client_info(url, client_id)))  # in time
+            time.sleep(0.3)  # and the loop blocked past the call's 0.25 s deadline
+
         loop = asyncio.get_running_loop()
         wake, poke = socket.socketpair()
-        loop.add_reader(wake, lambda: (wake.recv(1), time.sleep(0.3)))  # an I/O callback hogs
+        loop.add_reader(wake, hog)
         try:
-            pending = asyncio.ensure_future(lane.evalsha(BUSY, [], [20_000]))
-            await asyncio.sleep(0.005)
-            poke.send(b"!")  # the loop blocks while Redis answers, 20 ms in: in time
-            assert await pending == b"done"
+            poke.send(b"!")
+            assert await pending == [b"lane:wake", b"now"]
         finally:
             loop.remove_reader(wake)
             wake.close()
@@ -214,9 +235,10 @@ def test_a_blocked_event_loop_is_not_mistaken_for_a_slow_redis(run: Run, url: st
 def test_cancelled_caller_does_not_shift_replies(run: Run, url: str) -> None:
     async def scenario() -> None:
         lane = RedisLane.from_url(url)
+        await lane.evalsha(ECHO, [], ["warm"])  # connected and loaded: no NOSCRIPT retry
         first = asyncio.ensure_future(lane.evalsha(ECHO, [], ["first"]))
         second = asyncio.ensure_future(lane.evalsha(ECHO, [], ["second"]))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # both tasks run up to their sent call
         first.cancel()
         assert await second == b"second"
         assert await lane.evalsha(ECHO, [], ["third"]) == b"third"
@@ -233,8 +255,9 @@ def test_killed_server_fails_calls_promptly_and_restart_recovers(run: Run) -> No
     async def scenario() -> None:
         lane = RedisLane.from_url(server.url, timeout_s=5, reconnect_backoff_s=0.05)
         assert await lane.evalsha(ECHO, [], ["up"]) == b"up"
+        client_id = await lane.execute("CLIENT", "ID")
         in_flight = asyncio.ensure_future(lane.execute("BLPOP", "lane:never", 5))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: blocked(server.url, client_id))
         started = time.monotonic()
         await asyncio.to_thread(_kill, server)
         with pytest.raises(ConnectionError):
@@ -279,8 +302,9 @@ def test_server_down_calls_fail_fast_without_a_connect_per_call(run: Run) -> Non
 def test_close_fails_calls_in_flight_and_later_calls(run: Run, url: str) -> None:
     async def scenario() -> None:
         lane = RedisLane.from_url(url, timeout_s=5)
+        client_id = await lane.execute("CLIENT", "ID")
         in_flight = asyncio.ensure_future(lane.execute("BLPOP", "lane:never", 5))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: blocked(url, client_id))
         await lane.close()
         with pytest.raises(ConnectionError):
             await in_flight

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 from click.testing import CliRunner
+from waits import wait_until
 
 from kong_credits.host.command import host_command
 
@@ -47,17 +48,16 @@ def test_serves_http_and_stops_its_plugin_server_on_sigterm(tmp_path: Path) -> N
                "--pdk-plugins-dir", str(PLUGINS),
                "--sample-upstream", f"127.0.0.1:{upstream_port}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def answer() -> httpx.Response | None:
+        assert process.poll() is None, process.stdout.read().decode()
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
+            return httpx.get(f"http://127.0.0.1:{proxy_port}/anything?units=3",
+                             headers={"x-echo": "cli"}, timeout=5)
+        return None
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{proxy_port}/anything?units=3",
-                                     headers={"x-echo": "cli"}, timeout=5)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read().decode()
-                assert time.monotonic() < deadline, "host did not start listening"
-                time.sleep(0.1)
+        response = wait_until(answer, timeout_s=20, interval_s=0.1)
         assert response.status_code == 200
         assert response.headers["X-Echo"] == "cli"
         assert response.headers["X-Units-Used"] == "3"

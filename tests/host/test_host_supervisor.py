@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
+from waits import wait_until
 
 from kong_credits.host.supervisor import (
     PluginInfoError,
@@ -61,29 +62,27 @@ def test_query_the_stock_server() -> None:
     assert names["meter"].version == "1.2.3"
 
 
-def test_server_is_respawned_at_most_once_a_second_and_stopped() -> None:
-    with tempfile.TemporaryDirectory(prefix="kch-") as tmp:
-        marker = Path(tmp) / "starts"
-        script = f"import sys; open({str(marker)!r}, 'a').write('x'); sys.exit(3)"
-        spec = PluginServerSpec("dies", f"{tmp}/x.sock",
-                                f"{sys.executable} -c {json.dumps(script)}")
-        process = PluginServerProcess(spec)
-        process.start()
-        time.sleep(1.5)
-        process.stop()
-        starts = len(marker.read_text())
-        assert starts == 2  # at t=0 and t=1s
-        time.sleep(1.1)
-        assert len(marker.read_text()) == starts  # stopped: no more respawns
+def test_server_is_respawned_at_most_once_a_second_and_stopped(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="kong_credits.host.pluginserver")
+    exits = f"{sys.executable} -c 'raise SystemExit(3)'"
+    spec = PluginServerSpec("dies", "/tmp/none.sock", exits)
+    process = PluginServerProcess(spec)
+    process.start()
+    wait_until(lambda: process.spawns >= 2)
+    process.stop()
+    starts = [r.created for r in caplog.records
+              if r.getMessage() == "starting pluginserver process for dies"]
+    assert len(starts) == process.spawns
+    assert all(b - a >= process.RESPAWN_INTERVAL_S for a, b in itertools.pairwise(starts))
+    assert caplog.messages[-1] == "exiting: pluginserver 'dies' not respawned."  # stopped
 
 
 def test_command_not_found_is_not_respawned() -> None:
     spec = PluginServerSpec("missing", "/tmp/none.sock", "/nonexistent/plugin-server")
     process = PluginServerProcess(spec)
     process.start()
-    deadline = time.monotonic() + 5
-    while process._thread is not None and process._thread.is_alive():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    supervisor = process._thread
+    assert supervisor is not None
+    wait_until(lambda: not supervisor.is_alive())  # gave up: no respawn
     assert process.spawns == 1
     process.stop()

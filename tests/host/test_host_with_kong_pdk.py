@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import wait_until_async
 
 from kong_credits.host import DeclarativeError, Headers, Host, HostResponse, kong_pdk_server
 from kong_credits.host.context import UpstreamRequest, UpstreamResponse
@@ -299,7 +300,7 @@ def test_restarted_plugin_server_loses_instances_and_the_host_restarts_them() ->
             old_pid = process.pid
             assert old_pid is not None
             os.kill(old_pid, signal.SIGKILL)
-            await asyncio.to_thread(_wait_for_new_pid, process, old_pid)
+            await wait_until_async(lambda: process.pid not in (None, old_pid))  # respawned
             await asyncio.to_thread(process.wait_ready, 15)
             after = await host.handle("GET", "/r1")
             assert (before.status, after.status) == (200, 200)
@@ -322,13 +323,3 @@ def test_threads_mode_server_works_too() -> None:
 
     with tempfile.TemporaryDirectory(prefix="kch-") as prefix:
         asyncio.run(main(prefix))
-
-
-def _wait_for_new_pid(process: PluginServerProcess, old_pid: int) -> None:
-    import time
-
-    deadline = time.monotonic() + 10
-    while process.pid in (None, old_pid):
-        if time.monotonic() > deadline:
-            raise TimeoutError("plugin server was not respawned")
-        time.sleep(0.05)

@@ -9,12 +9,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import msgpack
 import pytest
 from click.testing import CliRunner
+from waits import wait_until
 
 from kong_credits.pluginserver import make_command, pluginserver_command
 
@@ -119,19 +119,18 @@ def test_refuses_to_replace_a_file_that_is_not_a_socket():
         assert Path(prefix, "credits.socket").read_text() == "keep me"
 
 
-def _connect(path: str, timeout_s: float = 10.0) -> socket.socket:
-    deadline = time.monotonic() + timeout_s
-    while True:
+def _connect(path: str) -> socket.socket:
+    def attempt() -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
-            sock.settimeout(5)
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, ConnectionRefusedError):  # not listening yet
             sock.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return None
+        sock.settimeout(5)
+        return sock
+
+    return wait_until(attempt, interval_s=0.05)
 
 
 def _call(sock: socket.socket, unpacker, msgid: int, method: str, arg):
@@ -185,10 +184,12 @@ def test_process_serves_then_stops_cleanly_on_signal(signum):
                     ]
                 )
             )
-            while True:  # until the slow handler runs
-                error, status = _call(sock, unpacker, 5, "plugin.GetStatus", {})
-                if status["RunningHandlers"] == 2:
-                    break
+
+            def both_running() -> dict | None:
+                _, status = _call(sock, unpacker, 5, "plugin.GetStatus", {})
+                return status if status["RunningHandlers"] == 2 else None
+
+            status = wait_until(both_running)  # the slow handler runs too
             assert status["Pid"] == proc.pid and status["Events"] == 2
             proc.send_signal(signum)
             # In-flight requests are answered, idle connections closed: no client hangs.

@@ -10,6 +10,7 @@ import time
 
 import msgpack
 import pytest
+from waits import wait_until
 
 from kong_credits.pluginserver.ids import id_counter
 from kong_credits.pluginserver.wire import EventAnswer, pack, pack_answer
@@ -24,15 +25,6 @@ STEP_METHODS = [
     "plugin.StepMemoryStats",
     "plugin.StepMultiMap",
 ]
-
-
-def wait_until(predicate, timeout_s: float = 5.0):
-    """Poll predicate() until truthy: waits for an outcome, asserts nothing about speed."""
-    deadline = time.monotonic() + timeout_s
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-    return result
 
 
 def idle(status: dict) -> bool:
