@@ -9,6 +9,8 @@ import redis
 
 from kong_credits.redis_server import EmbeddedRedis
 
+pytest_plugins = ["skip_check"]  # a skip not declared in expected_skips fails the run
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 from billing_recorder import EVENT_NAME, make_events
+from lago_python_client.models import event as lago_event
 
 from kong_credits.errors import InvalidInput
 from kong_credits.sinks import SINKS, Delivery, SinkConfig
 from kong_credits.sinks.lago import is_duplicate
-
-lago_event = pytest.importorskip("lago_python_client.models.event")
 
 
 def test_body_fits_the_lago_sdk_batch_model(make_deliverer) -> None:

@@ -5,18 +5,12 @@ from __future__ import annotations
 import typing
 
 import httpx
-import pytest
 from billing_recorder import BAD_PREFIX, EVENT_NAME, make_events
+from orb.types.event_ingest_params import Event as OrbEvent
+from orb.types.event_ingest_response import EventIngestResponse, ValidationFailed
 
 from kong_credits.rated_event import RatedEvent
 from kong_credits.sinks.orb import validation_failures
-
-pytest.importorskip("orb")
-from orb.types.event_ingest_params import Event as OrbEvent
-from orb.types.event_ingest_response import (
-    EventIngestResponse,
-    ValidationFailed,
-)
 
 
 def test_body_fits_the_orb_sdk_event_type(make_deliverer) -> None:

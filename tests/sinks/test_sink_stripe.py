@@ -6,17 +6,12 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlencode
 
-import pytest
 from billing_recorder import EVENT_NAME, make_events
+from stripe._encode import _api_encode
+from stripe.params.billing._meter_event_create_params import MeterEventCreateParams
 
 from kong_credits.rated_event import RatedEvent
 from kong_credits.sinks.stripe import MAX_AGE_MS
-
-pytest.importorskip("stripe")
-from stripe._encode import _api_encode
-from stripe.params.billing._meter_event_create_params import (
-    MeterEventCreateParams,
-)
 
 
 def test_form_is_what_the_stripe_sdk_sends_for_meter_event_create(make_deliverer) -> None:
