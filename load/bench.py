@@ -55,7 +55,7 @@ from measure import (
 )
 
 from kong_credits import wallets
-from kong_credits.host import Host, credits_server, kong_pdk_server, static_upstream
+from kong_credits.host import Host, credits_servers, kong_pdk_server, static_upstream
 from kong_credits.host.context import ClientRequest, Headers
 from kong_credits.host.runner import HostResponse
 from kong_credits.host.supervisor import PluginServerSpec, resolve_command
@@ -123,7 +123,7 @@ def plugin_servers(prefix: str) -> list[PluginServerSpec]:
         PluginServerSpec("ours", f"{prefix}/noop.socket", resolve_command(ours),
                          resolve_command(f"kong-credits pluginserver -d {LOAD / 'plugins/ours'} "
                                          "--dump-all-plugins")),
-        credits_server(prefix),
+        *credits_servers(prefix),
     ]
 
 

@@ -15,7 +15,7 @@ import redis
 from test_plugin_access import HostThread, upstream
 
 from kong_credits import wallets
-from kong_credits.host import Host, credits_server
+from kong_credits.host import Host, credits_servers
 from kong_credits.keys import WalletKeys
 
 
@@ -68,7 +68,7 @@ def kong_config(redis_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gateway(redis_url: str) -> Iterator[HostThread]:
-    host = Host(kong_config(redis_url), [credits_server(tempfile.mkdtemp(prefix="kc-"))],
+    host = Host(kong_config(redis_url), credits_servers(tempfile.mkdtemp(prefix="kc-")),
                 upstream=upstream)
     runner = HostThread(host)
     runner.run(host.start())

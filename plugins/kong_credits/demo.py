@@ -74,7 +74,7 @@ async def _send_traffic(base_url: str) -> list[tuple[str, str, int, dict[str, st
 @contextlib.asynccontextmanager
 async def _stack(redis_url: str, options: DemoOptions) -> AsyncIterator[str]:
     """Upstream, plugin server and host with its HTTP listener; yields the listener URL."""
-    from .host import Host, credits_server
+    from .host import Host, credits_servers
     from .host.proxy import ProxyServer
     from .host.upstream import SampleUpstream, point_services_at
 
@@ -85,7 +85,7 @@ async def _stack(redis_url: str, options: DemoOptions) -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="kc-demo-") as prefix:
         # kong.yml sets no redis_url: the plugin server reads this variable, passed through
         # the worker's cleared environment as kong.conf's nginx_main_env does in compose.
-        host = Host(declarative, [credits_server(prefix)],
+        host = Host(declarative, credits_servers(prefix),
                     nginx_main_env=[f"{REDIS_URL_ENV}={redis_url}"])
         proxy = ProxyServer(host, address, int(port))
         try:

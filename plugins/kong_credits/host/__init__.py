@@ -37,6 +37,7 @@ _EXPORTS = {
     "HostResponse": "runner",
     "PluginServerSpec": "supervisor",
     "credits_server": "supervisor",
+    "credits_servers": "supervisor",
     "kong_pdk_server": "supervisor",
     "HttpxUpstream": "transport",
     "Upstream": "transport",

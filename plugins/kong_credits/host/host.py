@@ -111,6 +111,8 @@ class Host:
         try:
             for spec in self.servers:
                 infos = await asyncio.to_thread(self._query, spec)
+                if spec.first_only:
+                    infos = infos[:1]
                 rpc = RpcClient(spec.socket_path, timeout_s=self.rpc_timeout_s)
                 rpc.on_notification = self._notification_handler(rpc)
                 self.rpcs[spec.name] = rpc

@@ -5,7 +5,8 @@ From `kong/runloop/plugin_servers/process.lua`:
   `{"Protocol", "Plugins"}`; Name, Priority (integer), Version ("x.y.z"; null or 4+ parts
   refused, as `load_plugin_handler` does), Phases and Schema are kept. Kong >= 3.9 keeps only
   the first plugin of each query; the host keeps all (so `kong-python-pluginserver -d DIR`
-  works with several plugins) and warns that Kong would not;
+  works with several plugins) unless the entry says `first_only`, as `credits_servers`
+  (kong/kong.conf's entries) does;
 - `start_cmd` runs as `exec <start_cmd>` with stderr merged into stdout, each line logged with
   `[name:pid]`; it is respawned when it exits (at most once a second), except after exit 127
   (command not found); stop sends SIGTERM. It runs in the environment of a Kong worker, which
@@ -41,6 +42,7 @@ __all__ = [
     "PluginServerProcess",
     "PluginServerSpec",
     "credits_server",
+    "credits_servers",
     "kong_pdk_server",
     "parse_plugin_info",
     "query_plugins",
@@ -77,6 +79,8 @@ class PluginServerSpec:
     socket_path: str
     start_cmd: str | None = None
     query_cmd: str | None = None
+    first_only: bool = False
+    """Register only the first plugin the query prints, as Kong >= 3.9 does."""
 
 
 CREDITS_START_CMD = "kong-credits pluginserver -p {prefix} --socket-name {socket_name}"
@@ -99,6 +103,21 @@ def credits_server(
             "socket_name": shlex.quote(socket_name)}
     return PluginServerSpec("credits", socket_path, resolve_command(start_cmd.format(**fill)),
                             resolve_command(query_cmd.format(**fill)))
+
+
+def credits_servers(prefix: str | Path, *, socket_name: str = "credits.socket"
+                    ) -> list[PluginServerSpec]:
+    """kong/kong.conf's two entries, as Kong 3.9+ reads them: `credits` starts the server,
+    `credits-metered` shares its socket; each query prints its own plugin first and only that
+    one is registered."""
+    entries = []
+    for name in ("credits", "credits-metered"):
+        spec = credits_server(prefix, socket_name=socket_name,
+                              query_cmd=f"{CREDITS_QUERY_CMD} --first {name}")
+        entries.append(PluginServerSpec(name, spec.socket_path,
+                                        spec.start_cmd if name == "credits" else None,
+                                        spec.query_cmd, first_only=True))
+    return entries
 
 
 def kong_pdk_server(
