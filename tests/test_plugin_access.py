@@ -21,7 +21,7 @@ import redis
 from waits import wait_until_async
 
 from kong_credits import wallets
-from kong_credits.host import DeclarativeError, Host, credits_server
+from kong_credits.host import DeclarativeError, Host, credits_server, credits_servers
 from kong_credits.host.context import Headers, UpstreamRequest, UpstreamResponse
 from kong_credits.keys import WalletKeys
 
@@ -137,7 +137,7 @@ def silent() -> Iterator[SilentRedis]:
 @pytest.fixture(scope="module")
 def gateway(redis_url: str, silent: SilentRedis) -> Iterator[HostThread]:
     prefix = tempfile.mkdtemp(prefix="kc-")
-    host = Host(kong_config(redis_url, silent.url), [credits_server(prefix)], upstream=upstream)
+    host = Host(kong_config(redis_url, silent.url), credits_servers(prefix), upstream=upstream)
     runner = HostThread(host)
     runner.run(host.start())
     yield runner
