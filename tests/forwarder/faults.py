@@ -8,9 +8,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,14 +23,6 @@ from kong_credits.keys import alert_streams
 
 ALERTS_GROUP = "alerts:webhook"
 SECRET = "whsec_test"
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float = 15.0) -> None:
-    """Poll `condition` until it is truthy; fail after `timeout_s` (a bound, not a pace)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 class Running:

@@ -24,8 +24,8 @@ from faults import (
     make_alerts,
     running,
     start_alerts,
-    wait_until,
 )
+from waits import wait_until
 
 from kong_credits.consumer_group import ConsumerGroup, consumer_name, process_gone
 from kong_credits.forwarder import Forwarder, ForwarderOptions
@@ -34,32 +34,10 @@ from kong_credits.keys import alert_streams, event_streams
 from kong_credits.sinks import SINKS, http_client
 
 pytestmark = pytest.mark.integration
+Spawn = Callable[..., subprocess.Popen[bytes]]  # the `spawn` fixture (conftest.py)
 GROUP = group_name("http")
 DEADLINE_S = 15.0
 """Far below the default --claim-idle-ms (60 s) the restarted processes run with."""
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, redis_url: str) -> Iterator[Spawn]:
-    """Start `kong-credits forwarder ...` processes; all are killed after the test."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        with open(tmp_path / f"forwarder-{len(processes)}.log", "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "kong_credits.forwarder_cli", "forwarder", *args,
-                 "--backoff-base-ms", "5", "--backoff-max-ms", "50", "--block-ms", "100"],
-                cwd=tmp_path, env={**os.environ, "KONG_CREDITS_REDIS_URL": redis_url},
-                stdout=log, stderr=subprocess.STDOUT)
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -2,56 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 from billing_recorder import BillingRecorder, sink_args
 from event_source import assert_billed_once, assert_nothing_pending, produce
+from waits import wait_until
 
 from kong_credits.consumer_group import ConsumerGroup
 from kong_credits.forwarder_keys import group_name
 
 pytestmark = pytest.mark.integration
+Spawn = Callable[..., subprocess.Popen[bytes]]  # the `spawn` fixture (conftest.py)
 GROUP = group_name("http")
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, redis_url: str) -> Iterator[Spawn]:
-    """Start `kong-credits forwarder ...` processes; all are killed after the test."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"forwarder-{len(processes)}.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "KONG_CREDITS_REDIS_URL": redis_url}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kong_credits.forwarder_cli", "forwarder", *args,
-             "--backoff-base-ms", "5", "--backoff-max-ms", "50", "--block-ms", "100",
-             "--summary-interval-s", "0.5"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_sigkill_mid_batch_then_a_new_forwarder_delivers_the_rest(
@@ -61,7 +28,7 @@ def test_sigkill_mid_batch_then_a_new_forwarder_delivers_the_rest(
         backend.chaos(0.1, ["500", "drop-after", "timeout"], seed=9)
         first = spawn(*sink_args("http", backend.url), "--batch-size", "50",
                       "--claim-idle-ms", "300")
-        wait_until(lambda: len(backend.stored) >= 600)
+        wait_until(lambda: len(backend.stored) >= 600, timeout_s=30)
         first.send_signal(signal.SIGKILL)
         assert first.wait(timeout=10) == -signal.SIGKILL
         assert len(backend.stored) < 3000
@@ -79,7 +46,7 @@ def test_sigterm_stops_cleanly_and_a_later_drain_finishes(spawn: Spawn, redis_ur
     produced = produce(redis_url, 1500)
     with BillingRecorder("http", delay_s=0.01) as backend:
         live = spawn(*sink_args("http", backend.url), "--batch-size", "20")
-        wait_until(lambda: len(backend.stored) >= 200)
+        wait_until(lambda: len(backend.stored) >= 200, timeout_s=30)
         live.send_signal(signal.SIGTERM)
         assert live.wait(timeout=10) == 0
         assert "forwarder to http:" in (tmp_path / "forwarder-0.log").read_text()

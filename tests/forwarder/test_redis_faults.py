@@ -19,8 +19,8 @@ from faults import (
     make_alerts,
     running,
     start_alerts,
-    wait_until,
 )
+from waits import wait_until
 
 from kong_credits.consumer_group import Backlog, ConsumerGroup
 from kong_credits.dlq import list_dead_letters
