@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +116,18 @@ def kong_config(redis_url: str) -> dict[str, Any]:
 
 
 def plugin_servers(prefix: str) -> list[PluginServerSpec]:
+    """Our servers run as one process (`--workers 1`): the host is one nginx worker, whose
+    connections one process serves whatever --workers says, and the CPU and RSS read here are
+    those of the pid the host started."""
     ours = (f"kong-credits pluginserver -p {prefix} --socket-name noop.socket "
-            f"-d {LOAD / 'plugins/ours'}")
+            f"-d {LOAD / 'plugins/ours'} --workers 1")
     return [
         kong_pdk_server(LOAD / "plugins/stock", prefix, gevent=True),
         PluginServerSpec("ours", f"{prefix}/noop.socket", resolve_command(ours),
                          resolve_command(f"kong-credits pluginserver -d {LOAD / 'plugins/ours'} "
                                          "--dump-all-plugins")),
-        *credits_servers(prefix),
+        *(replace(spec, start_cmd=f"{spec.start_cmd} --workers 1") if spec.start_cmd else spec
+          for spec in credits_servers(prefix)),
     ]
 
 

@@ -6,11 +6,16 @@ driver there is, so the servers' own cost shows):
 - no-op: HandleEvent(access) -> the plugin's one PDK call -> Step -> "ret". Two RPC round
   trips per event. Both servers get the same no-op plugin as in bench.py (load/plugins:
   async for ours, sync kong-pdk style for stock) and the same client.
-- credits (ours, real Redis): HandleEvent(access) -> get_consumer -> get_var -> set_headers
-  -> "ret", then HandleEvent(log) -> "ret": the 5 RPCs of an admitted request.
-The last line is credits against the stock no-op, measured in the same run.
+- credits (ours, real Redis): HandleEvent(access) -> get_consumer -> Step -> set_headers
+  -> Step -> "ret": the 3 RPCs of an admitted request (the plugin has no log phase).
+The connections are shared by --drivers processes, each one nginx worker (its own pid,
+msgid counter and instance). Ours runs once per --workers value (`pluginserver --workers
+N`); server CPU counts all its processes. The last lines are credits against the stock
+no-op, and each scenario at each --workers value against the first, per round (--rounds
+interleaves them, in ABBA order) and as the median.
 
-    /work/venv/bin/python load/bench_pluginserver.py --seconds 5 --connections 32
+    python load/bench_pluginserver.py --seconds 5 --connections 32
+    python load/bench_pluginserver.py --workers 1,2 --drivers 2 --rounds 3 --only-credits
 """
 
 from __future__ import annotations
@@ -18,19 +23,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import redis
 import uvloop
+from measure import machine_busy_s, wait_for_quiet
 
 from kong_credits import wallets
 from kong_credits.redis_server import EmbeddedRedis
@@ -42,10 +51,10 @@ def noop(name: str) -> dict:
     return {"name": name, "phases": ["access"], "answers": {"kong.request.get_method": "GET"}}
 
 
-CREDITS = {"name": "credits", "phases": ["access", "log"],
+CREDITS = {"name": "credits", "phases": ["access"],
            "answers": {"kong.client.get_consumer": {"id": "c-1", "username": "payer",
                                                     "custom_id": "payer"},
-                       "kong.nginx.get_var": "GET /paid HTTP/1.1",
+                       "kong.nginx.get_var": "GET /paid HTTP/1.1",  # with record_request
                        "kong.response.set_headers": None}}
 
 
@@ -76,11 +85,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive(path: str, pid: int, args: argparse.Namespace, plugin: dict,
-                config: dict) -> dict:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a server and its child processes (`--workers N` forks them)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_seconds(pid) + sum(cpu_seconds(int(child)) for child in children)
+
+
+def driver_process(path: str, connections: int, args: argparse.Namespace, plugin: dict,
+                   config: dict, barrier: Any, results: Any) -> None:
+    """One nginx worker: its share of the connections, in a process of its own."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        results.put(runner.run(drive(path, connections, args, plugin, config, barrier)))
+
+
+async def drive(path: str, connections: int, args: argparse.Namespace, plugin: dict,
+                config: dict, barrier: Any) -> dict:
+    """Load from warm-up to the end of the window that starts when `barrier` lets all the
+    drivers and the measuring parent through; counts of that window."""
     ids = iter(range(1, 1 << 62))
     conns = []
-    for _ in range(args.connections):
+    for _ in range(connections):
         reader, writer = await asyncio.open_unix_connection(path)
         conns.append(Connection(reader, writer, ids))
     started = await conns[0].call("plugin.StartInstance",
@@ -111,28 +135,68 @@ async def drive(path: str, pid: int, args: argparse.Namespace, plugin: dict,
 
     tasks = [asyncio.create_task(worker(c)) for c in conns]
     await asyncio.sleep(args.warmup)
+    await asyncio.to_thread(barrier.wait)
     measuring = True
-    t0, cpu0, rpcs0 = time.perf_counter(), cpu_seconds(pid), rpcs
-    driver0 = time.process_time()
+    t0, rpcs0, driver0 = time.perf_counter(), rpcs, time.process_time()
     await asyncio.sleep(args.seconds)
     measuring = False
-    elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    elapsed = time.perf_counter() - t0
     driver, rpcs_measured = time.process_time() - driver0, rpcs - rpcs0
     stop = True
     await asyncio.gather(*tasks)
     for conn in conns:
         conn.writer.close()
-    latencies.sort()
+    return {"latencies": latencies, "rpcs": rpcs_measured, "elapsed": elapsed,
+            "driver_cpu": driver}
+
+
+def redis_cpu_seconds(admin: redis.Redis | None) -> float:
+    if admin is None:
+        return 0.0
+    info = admin.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def measure(path: str, pid: int, args: argparse.Namespace, plugin: dict,
+            config: dict) -> dict:
+    """Run --drivers driver processes against the server at `path` (pid `pid`); merge.
+
+    CPU per event: the server (all its processes), the drivers, Redis (INFO cpu) and
+    `other`: what the machine spent beyond those (other sessions' processes: noise).
+    """
+    admin = redis.Redis.from_url(config["redis_url"]) if "redis_url" in config else None
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(args.drivers + 1), spawn.Queue()
+    shares = [args.connections // args.drivers + (i < args.connections % args.drivers)
+              for i in range(args.drivers)]
+    procs = [spawn.Process(target=driver_process,
+                           args=(path, share, args, plugin, config, barrier, results))
+             for share in shares]
+    for proc in procs:
+        proc.start()
+    barrier.wait(timeout=60)
+    t0, cpu0, redis0, busy0 = (time.perf_counter(), tree_cpu_seconds(pid),
+                               redis_cpu_seconds(admin), machine_busy_s())
+    time.sleep(args.seconds)
+    elapsed, cpu = time.perf_counter() - t0, tree_cpu_seconds(pid) - cpu0
+    redis_cpu, busy = redis_cpu_seconds(admin) - redis0, machine_busy_s() - busy0
+    parts = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(10)
+    latencies = sorted(x for part in parts for x in part["latencies"])
     n = len(latencies)
+    drivers = sum(p["driver_cpu"] for p in parts)
     return {
         "events": n,
-        "events_per_s": round(n / elapsed),
-        "rpc_per_event": round(rpcs_measured / n, 2),
+        "events_per_s": round(sum(len(p["latencies"]) / p["elapsed"] for p in parts)),
+        "rpc_per_event": round(sum(p["rpcs"] for p in parts) / n, 2),
         "p50_ms": round(latencies[n // 2] * 1000, 3),
         "p99_ms": round(latencies[int(n * 0.99)] * 1000, 3),
         "server_cpu_us_per_event": round(cpu / n * 1e6, 1),
         "server_cpu_share": round(cpu / elapsed, 2),
-        "driver_cpu_us_per_event": round(driver / n * 1e6, 1),
+        "driver_cpu_us_per_event": round(drivers / n * 1e6, 1),
+        "redis_cpu_us_per_event": round(redis_cpu / n * 1e6, 1),
+        "other_cpu_share": round(max(0.0, busy - cpu - drivers - redis_cpu) / elapsed, 2),
     }
 
 
@@ -152,11 +216,11 @@ def wait_for_socket(path: str, proc: subprocess.Popen, timeout_s: float = 15) ->
 
 def bench(name: str, cmd: list[str], path: str, args: argparse.Namespace,
           plugin: dict, config: dict | None = None) -> dict:
+    wait_for_quiet()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_socket(path, proc)
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            result = runner.run(drive(path, proc.pid, args, plugin, config or {}))
+        result = measure(path, proc.pid, args, plugin, config or {})
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -165,6 +229,11 @@ def bench(name: str, cmd: list[str], path: str, args: argparse.Namespace,
             proc.kill()
             proc.wait()
     return {"server": name, **result}
+
+
+def ours(tmp: str, socket_name: str, workers: int, *plugins: str) -> list[str]:
+    return [sys.executable, "-m", "kong_credits.pluginserver", "-p", tmp,
+            "--socket-name", socket_name, "--workers", str(workers), *plugins]
 
 
 def main() -> None:
@@ -178,46 +247,69 @@ def main() -> None:
         default="gevent",
         help="kong-python-pluginserver mode to compare with (none: skip it)",
     )
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated `pluginserver --workers` values to run ours with")
+    parser.add_argument("--drivers", type=int, default=1,
+                        help="driver processes (nginx workers) sharing the connections")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="credits passes per --workers value, interleaved")
+    parser.add_argument("--only-credits", action="store_true", help="skip the no-ops")
     args = parser.parse_args()
+    workers = [int(n) for n in args.workers.split(",")]
 
     tmp = tempfile.mkdtemp(prefix="bench", dir="/tmp")
     try:
-        runs = [(
-            "kong-credits pluginserver (asyncio+uvloop)",
-            [sys.executable, "-m", "kong_credits.pluginserver", "-p", tmp,
-             "--socket-name", "ours.socket", "-d", str(PLUGINS / "ours")],
-            os.path.join(tmp, "ours.socket"), noop("noop_async"),
-        )]
-        if args.stock_mode != "none":
+        print(
+            f"{args.connections} connections from {args.drivers} driver process(es), "
+            f"{args.seconds}s after {args.warmup}s warmup, {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        stock_noop = None
+        if not args.only_credits and args.stock_mode != "none":
             stock = shutil.which("kong-python-pluginserver") or str(
                 Path(sys.executable).with_name("kong-python-pluginserver")
             )
             flags = ["-g"] if args.stock_mode == "gevent" else []
-            runs.append((
-                f"kong-pdk 0.36 kong-python-pluginserver {' '.join(flags) or '(threads)'}",
+            stock_noop = bench(
+                f"kong-pdk 0.36 kong-python-pluginserver {' '.join(flags) or '(threads)'}, "
+                "no-op (2 RPCs)",
                 [stock, *flags, "-d", str(PLUGINS / "stock"), "-p", tmp,
                  "--socket-name", "stock.sock"],
-                os.path.join(tmp, "stock.sock"), noop("noop_sync"),
-            ))
-        print(
-            f"{args.connections} connections, {args.seconds}s after {args.warmup}s warmup, "
-            f"{os.cpu_count()} CPUs; one event = HandleEvent + 1 Step",
-            flush=True,
-        )
-        results = [bench(name, cmd, path, args, plugin) for name, cmd, path, plugin in runs]
+                os.path.join(tmp, "stock.sock"), args, noop("noop_sync"))
+            print(json.dumps(stock_noop), flush=True)
+        rates: dict[str, dict[int, list[int]]] = {"no-op": {n: [] for n in workers},
+                                                  "credits admitted": {n: [] for n in workers}}
         with EmbeddedRedis() as server:
             wallets.grant(redis.Redis.from_url(server.url), "payer", 10**12)
-            results.append(bench(
-                "kong-credits pluginserver, credits admitted (5 RPCs + 1 Redis call)",
-                [sys.executable, "-m", "kong_credits.pluginserver", "-p", tmp,
-                 "--socket-name", "credits.socket"],
-                os.path.join(tmp, "credits.socket"), args, CREDITS,
-                {"cost": 1, "redis_url": server.url}))
-        for result in results:
-            print(json.dumps(result))
-        baseline = results[-2]["events_per_s"] if args.stock_mode != "none" else None
-        if baseline:
-            print(f"credits admitted / stock no-op: {results[-1]['events_per_s'] / baseline:.2f}x")
+            for round_ in range(args.rounds):
+                # Every other round in reverse (ABBA): drift over the run (Redis's streams
+                # grow with every request) does not favour whichever runs first.
+                for n in workers if round_ % 2 == 0 else workers[::-1]:
+                    if not args.only_credits:
+                        result = bench(
+                            f"kong-credits pluginserver --workers {n}, no-op (2 RPCs)",
+                            ours(tmp, "ours.socket", n, "-d", str(PLUGINS / "ours")),
+                            os.path.join(tmp, "ours.socket"), args, noop("noop_async"))
+                        rates["no-op"][n].append(result["events_per_s"])
+                        print(json.dumps(result), flush=True)
+                    result = bench(
+                        f"kong-credits pluginserver --workers {n}, credits admitted "
+                        "(3 RPCs + 1 Redis call)",
+                        ours(tmp, "credits.socket", n), os.path.join(tmp, "credits.socket"),
+                        args, CREDITS, {"cost": 1, "redis_url": server.url})
+                    rates["credits admitted"][n].append(result["events_per_s"])
+                    print(json.dumps(result), flush=True)
+        if stock_noop:
+            first = statistics.median(rates["credits admitted"][workers[0]])
+            print(f"credits admitted (--workers {workers[0]}) / stock no-op: "
+                  f"{first / stock_noop['events_per_s']:.2f}x")
+        for scenario, by_workers in rates.items():
+            for n in workers[1:] if by_workers[workers[0]] else ():
+                ratios = [a / b for a, b in zip(by_workers[n], by_workers[workers[0]],
+                                                 strict=True)]
+                print(f"{scenario}, --workers {n} / --workers {workers[0]}: median "
+                      f"{statistics.median(ratios):.2f}x, per round "
+                      f"{', '.join(f'{r:.2f}' for r in ratios)}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -63,6 +63,12 @@ class RequestIds:
     """
 
     def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        """A new prefix. Forked processes (`pluginserver --workers N`) call it: copies of one
+        prefix would repeat ids, and authorize answers a repeated id from its stored answer,
+        admitting a request uncharged."""
         self._prefix = os.urandom(8).hex()
         self._count = itertools.count(1)
 
@@ -71,6 +77,7 @@ class RequestIds:
 
 
 REQUEST_IDS = RequestIds()
+os.register_at_fork(after_in_child=REQUEST_IDS.reseed)
 
 
 def wallet_of(consumer: dict[str, Any]) -> str:

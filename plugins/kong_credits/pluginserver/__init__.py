@@ -8,6 +8,8 @@ Architecture (one job per module):
     rpc.py        the plugin.* methods; the one border where failures become error strings
     wire.py       MessagePack framing
     server.py     unix-socket listener, a Protocol per connection; signals
+    workers.py    --workers N: a parent that accepts and hands each nginx worker's
+                  connections to one of N forked processes
     command.py    the `kong-credits pluginserver` click command
 
 Writing a plugin:

@@ -14,7 +14,7 @@ from .. import __version__
 from .errors import PluginLoadError, PluginServerError
 from .loader import load_plugins
 from .rpc import PluginServer
-from .server import run
+from .workers import default_workers, run_workers
 
 __all__ = [
     "DEFAULT_MODULES",
@@ -111,6 +111,13 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         help="Listen backlog of the socket.",
     )
     @click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Server processes behind the socket, each serving whole nginx workers "
+        "(default: the number of usable cores). 1: a single process, no handover.",
+    )
+    @click.option(
         "--no-lua-style",
         is_flag=True,
         hidden=True,
@@ -134,6 +141,7 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         dump_name: str | None,
         event_timeout: float,
         listen_queue_size: int,
+        workers: int | None,
         no_lua_style: bool,
         gevent: bool,
     ) -> None:
@@ -164,9 +172,10 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
             return
         if not os.path.isdir(prefix):
             raise click.ClickException(f"path {prefix} doesn't exist, can't create the socket")
-        server = PluginServer(plugins, event_timeout_s=event_timeout)
         try:
-            run(server, os.path.join(prefix, socket_name), backlog=listen_queue_size)
+            run_workers(lambda: PluginServer(plugins, event_timeout_s=event_timeout),
+                        os.path.join(prefix, socket_name), workers=workers or default_workers(),
+                        backlog=listen_queue_size)
         except PluginServerError as exc:
             raise click.ClickException(str(exc)) from exc
 

@@ -89,6 +89,10 @@ class PluginServer:
         self.plugins = {plugin.name: plugin for plugin in plugins}
         self.instances = InstanceTable(self.plugins)
         self.events = EventTable(timeout_s=event_timeout_s)
+        self.server_pid = os.getpid()
+        """The process Kong started: the parent of `--workers N` processes, else this one."""
+        self.worker_index: int | None = None
+        """Which of the `--workers N` processes this is (None: the only one)."""
         methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "plugin.GetStatus": self.get_status,
             "plugin.GetPluginInfo": self.get_plugin_info,
@@ -188,9 +192,14 @@ class PluginServer:
         return plugin.info()
 
     async def get_status(self, _arg: Any = None) -> dict[str, Any]:
-        """kong-pdk's status, plus Events (live events) and RunningHandlers (handler tasks)."""
+        """kong-pdk's status, plus Events (live events) and RunningHandlers (handler tasks);
+        with `--workers N`, Pid is the server Kong started and Worker/WorkerPid say which of
+        its processes answers."""
+        workers = {} if self.worker_index is None else {
+            "Worker": self.worker_index, "WorkerPid": os.getpid()}
         return {
-            "Pid": os.getpid(),
+            "Pid": self.server_pid,
+            **workers,
             "Plugins": {
                 name: {
                     "Name": name,

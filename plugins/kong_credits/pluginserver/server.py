@@ -9,9 +9,10 @@ import gc
 import logging
 import os
 import signal
+import socket
 import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import msgpack
@@ -20,7 +21,7 @@ from .errors import PluginServerError, ProtocolError
 from .rpc import PendingAnswer, PluginServer
 from .wire import new_unpacker
 
-__all__ = ["Listener", "run", "serve"]
+__all__ = ["Listener", "run", "run_on_uvloop", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class Listener:
         self.connections: set[_KongConnection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._all_gone: asyncio.Event | None = None
+        self._owns_path = False
+        self._adopting: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         """Listen on path, replacing a stale socket file left by a previous run."""
@@ -123,7 +126,52 @@ class Listener:
         self._server = await loop.create_unix_server(
             lambda: _KongConnection(self), path=self.path, backlog=self.backlog
         )
+        self._owns_path = True
         logger.info("plugin server listening on %s (pid %d)", self.path, os.getpid())
+
+    def receive_from(self, channel: socket.socket, on_eof: Callable[[], None]) -> None:
+        """Serve the connections another process accepted and hands over on `channel`.
+
+        `--workers N`: the parent sends each connection's fd with one byte (SCM_RIGHTS);
+        from then on it is an ordinary connection of this process. EOF on the channel means
+        the parent is gone: `on_eof()`.
+        """
+        channel.setblocking(False)
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            for _ in range(64):  # a burst of new connections does not starve the others
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(channel, 1, 1)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    logger.error("connection handover channel failed: %s", exc)
+                    data, fds = b"", []
+                for fd in fds:
+                    self.adopt(socket.socket(fileno=fd))
+                if not data:
+                    loop.remove_reader(channel.fileno())
+                    on_eof()
+                    return
+
+        loop.add_reader(channel.fileno(), readable)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve `sock`, a connection accepted by another process."""
+        if self.closing:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(
+            loop.connect_accepted_socket(lambda: _KongConnection(self), sock))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[Any]) -> None:
+        self._adopting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("cannot serve a handed-over connection", exc_info=task.exception())
 
     async def close(self, *, grace_s: float = 1.0) -> None:
         """Stop listening, answer requests in flight, close connections, remove the socket.
@@ -144,8 +192,9 @@ class Listener:
                 await asyncio.wait_for(self._all_gone.wait(), grace_s)
             for conn in list(self.connections):
                 conn.abort()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self._owns_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def connection_gone(self, conn: _KongConnection) -> None:
         self.connections.discard(conn)
@@ -173,11 +222,14 @@ async def serve(
     ready: Callable[[], None] | None = None,
     handle_signals: bool = False,
     watch_parent: bool = False,
+    handed: socket.socket | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGTERM/SIGINT with handle_signals), then clean up.
 
     watch_parent: also stop when the parent process goes away (Kong was killed without
     stopping us; a new Kong would start a new server on the same socket), like kong-pdk.
+    handed: serve the connections handed over on this channel (a worker of `--workers N`)
+    instead of listening on path, until the channel's other end (the parent) closes.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -185,7 +237,10 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     listener = Listener(rpc, path, backlog=backlog)
-    await listener.start()
+    if handed is None:
+        await listener.start()
+    else:
+        listener.receive_from(handed, stop.set)
     background = [loop.create_task(rpc.events.sweep_forever())]
     if watch_parent:
         background.append(loop.create_task(_watch_parent(stop)))
@@ -196,6 +251,8 @@ async def serve(
         logger.info("stopping the plugin server")
     finally:
         rpc.events.cancel_all()  # waiting RPCs get an error answer before connections close
+        if handed is not None:
+            loop.remove_reader(handed.fileno())
         await listener.close()
         for task in background:
             task.cancel()
@@ -221,6 +278,11 @@ def run(rpc: PluginServer, path: str, *, backlog: int = 4096) -> None:
     """
     gc.collect()
     gc.freeze()
+    run_on_uvloop(serve(rpc, path, backlog=backlog, handle_signals=True, watch_parent=True))
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` to completion on a new uvloop event loop (asyncio's when uvloop is missing)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
@@ -228,4 +290,4 @@ def run(rpc: PluginServer, path: str, *, backlog: int = 4096) -> None:
     else:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(rpc, path, backlog=backlog, handle_signals=True, watch_parent=True))
+        runner.run(main)
