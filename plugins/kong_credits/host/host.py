@@ -113,6 +113,10 @@ class Host:
                 infos = await asyncio.to_thread(self._query, spec)
                 if spec.first_only:
                     infos = infos[:1]
+                elif len(infos) > 1:
+                    _logger.warning("%s lists %d plugins; Kong >= 3.9 would load only the "
+                                    "first (%s): give each plugin its own pluginserver entry",
+                                    spec.query_cmd, len(infos), infos[0].name)
                 rpc = RpcClient(spec.socket_path, timeout_s=self.rpc_timeout_s)
                 rpc.on_notification = self._notification_handler(rpc)
                 self.rpcs[spec.name] = rpc

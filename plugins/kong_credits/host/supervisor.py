@@ -166,12 +166,7 @@ def parse_plugin_info(output: str, source: str = "query_cmd") -> list[PluginInfo
     entries = dump.get("Plugins") if isinstance(dump, Mapping) else dump
     if not isinstance(entries, list) or not entries:
         raise PluginInfoError(f"not a plugin info table: \n{source}\n{output}")
-    plugins = [_plugin_info(entry) for entry in entries]
-    if len(plugins) > 1:
-        _logger.warning("%s lists %d plugins; Kong >= 3.9 would load only the first (%s): "
-                        "give each plugin its own pluginserver entry", source, len(plugins),
-                        plugins[0].name)
-    return plugins
+    return [_plugin_info(entry) for entry in entries]
 
 
 def _plugin_info(entry: Any) -> PluginInfo:
