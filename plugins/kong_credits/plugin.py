@@ -86,7 +86,7 @@ def wallet_of(consumer: dict[str, Any]) -> str:
 
     Only the tag may name a parent: a custom_id or username is often chosen by whoever signs
     up, so one holding `/` would draw on someone else's wallet. InvalidInput when the name is
-    not a valid wallet name (wallets.parse_wallet) or an untagged one holds `/`.
+    not a valid wallet name (names.parse_wallet) or an untagged one holds `/`.
     """
     for tag in consumer.get("tags") or ():
         if isinstance(tag, str) and tag.startswith(WALLET_TAG):
@@ -148,6 +148,7 @@ class Plugin:
         self.config = parse_config(config, metered=self.metered)
         self.engine = ENGINES.get(self.config.redis_url, self.config.redis_timeout_ms)
         self._outage = _Throttled()
+        self._unusable_wallet = _Throttled()  # logged apart: neither hides the other
 
     async def access(self, kong: Any) -> None:
         consumer = await kong.client.get_consumer()
@@ -156,7 +157,8 @@ class Plugin:
         try:
             wallet = wallet_of(consumer)
         except InvalidInput as exc:
-            self._outage.error(f"credits: refusing consumer {consumer.get('id')} with 403: {exc}")
+            self._unusable_wallet.error(
+                f"credits: refusing consumer {consumer.get('id')} with 403: {exc}")
             return await kong.response.exit(403, {"message": NO_WALLET})
         config = self.config
         method = path = ""
