@@ -109,7 +109,7 @@ def test_expired_grants_no_longer_count(r, engine):
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
     wallets.grant(r, "acme", 100, grant_id="trial", expires_at=expires, priority=1)
     wallets.grant(r, "acme", 5, grant_id="paid")
-    after_expiry = NOW + 120_000
+    after_expiry = int(time.time() * 1000) + 120_000  # the clock `expires` was set by
     decision = engine.authorize(request("late", 6), now_ms=after_expiry)
     assert (decision.status, decision.balance) == (402, 5)
     decision = engine.authorize(request("late-2", 5), now_ms=after_expiry)
