@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from kong_credits.redis_server import EmbeddedRedis
+
+if TYPE_CHECKING:  # imported by the fixtures: only TLS tests need the cryptography package
+    from tls_redis import Certificates, TlsRedis
 
 pytest_plugins = ["skip_check"]  # a skip not declared in expected_skips fails the run
 
@@ -30,3 +34,31 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA, server and client certificates and a wrong CA, made for this session."""
+    from tls_redis import make_certificates
+
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tls_certs: Certificates) -> Iterator[TlsRedis]:
+    """A redis-server that speaks only TLS (no client certificate asked)."""
+    from tls_redis import TlsRedis
+
+    server = TlsRedis(tls_certs, client_certs=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mtls_redis(tls_certs: Certificates) -> Iterator[TlsRedis]:
+    """A redis-server that speaks only TLS and requires a client certificate from our CA."""
+    from tls_redis import TlsRedis
+
+    server = TlsRedis(tls_certs, client_certs=True).start()
+    yield server
+    server.stop()

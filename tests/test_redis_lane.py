@@ -346,12 +346,15 @@ def test_password_and_db_on_tcp_and_unix_socket(run: Run, secured: tuple[int, Pa
     run(scenario())
 
 
-def test_from_url_rejects_tls_and_malformed_urls() -> None:
-    with pytest.raises(ValueError, match="rediss:// \\(TLS\\) is not supported"):
-        RedisLane.from_url("rediss://example.com:6380/0")
-    with pytest.raises(ValueError, match="use redis:// or unix://"):
+def test_from_url_rejects_cluster_sentinel_and_malformed_urls() -> None:
+    """TLS is tested in test_redis_tls.py; every URL form in test_redis_url.py."""
+    with pytest.raises(ValueError, match="hot path does not support Redis Cluster URLs yet"):
+        RedisLane.from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+    with pytest.raises(ValueError, match="hot path does not support Redis Sentinel URLs yet"):
+        RedisLane.from_url("rediss+sentinel://127.0.0.1:26379/mymaster")
+    with pytest.raises(ValueError, match="use redis://, rediss://, unix://"):
         RedisLane.from_url("http://127.0.0.1:6379")
-    with pytest.raises(ValueError, match="database must be a number"):
+    with pytest.raises(ValueError, match="the database must be a whole number"):
         RedisLane.from_url("redis://127.0.0.1:6379/zero")
 
 

@@ -7,11 +7,12 @@ import logging
 import click
 import httpx
 
+from . import redis_url as urls
 from .alerts import Alert, WebhookSink
 from .consumer_group import ConsumerGroup, consumer_name
 from .errors import InvalidInput
 from .forwarder import REDIS_ERRORS, Forwarder, ForwarderOptions
-from .forwarder_cli import LOG_FORMAT, redis_client, retain_option, stop_on_signals
+from .forwarder_cli import LOG_FORMAT, is_cluster, redis_client, retain_option, stop_on_signals
 from .forwarder_metrics import ForwarderMetrics
 from .keys import alert_streams
 from .retry import Backoff
@@ -58,7 +59,8 @@ def alerts_command(url: str, hmac_secret: str, drain: bool, group: str, consumer
         backoff=Backoff(backoff_base_ms / 1000, max(backoff_max_ms, backoff_base_ms) / 1000))
     config = SinkConfig(url=url, hmac_secret=hmac_secret, timeout_s=timeout_s)
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10)
-    consumers = ConsumerGroup(client, group, consumer or consumer_name(), alert_streams())
+    consumers = ConsumerGroup(client, group, consumer or consumer_name(), alert_streams(),
+                              per_shard=is_cluster(client))
     http: httpx.Client = http_client(config)
     try:
         try:
@@ -69,7 +71,7 @@ def alerts_command(url: str, hmac_secret: str, drain: bool, group: str, consumer
             code = Forwarder(consumers, sink, options, metrics=ForwarderMetrics(sink.name),
                              stop=stop, parse=Alert.from_fields).run()
     except REDIS_ERRORS as exc:  # run() retries the rest
-        raise click.ClickException(f"Redis unavailable: {exc}") from exc
+        raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
     finally:
         http.close()
         client.close()

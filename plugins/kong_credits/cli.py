@@ -13,7 +13,7 @@ import redis
 
 from . import __version__, wallets
 from .errors import InvalidInput, RedisUnavailable
-from .redact import mask_url, redact
+from .redis_url import redis_client, unavailable
 from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,11 +28,11 @@ def redis_url_option(command: F) -> F:
 
 
 def _client(redis_url: str) -> redis.Redis:
+    """A redis-py client for any URL form (redis_url.py); a malformed URL exits 2."""
     try:
-        return redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    except ValueError as exc:  # redis-py may quote a piece of a misparsed password
-        raise click.BadParameter(f"{redact(str(exc), redis_url)} in {mask_url(redis_url)!r}",
-                                 param_hint="--redis-url") from None
+        return redis_client(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    except InvalidInput as exc:  # its message masks the password
+        raise click.BadParameter(str(exc), param_hint="--redis-url") from None
 
 
 def _run(action: Callable[[], Any]) -> Any:
@@ -42,7 +42,9 @@ def _run(action: Callable[[], Any]) -> Any:
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from exc
     except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable) as exc:
-        raise click.ClickException(f"Redis unavailable: {exc}") from exc
+        context = click.get_current_context(silent=True)
+        url = context.params.get("redis_url") if context else None
+        raise click.ClickException(unavailable(exc, url)) from exc
 
 
 def _echo_json(value: Any) -> None:
@@ -207,7 +209,13 @@ def ledger(wallet: str, limit: int, as_json: bool, redis_url: str) -> None:
 def demo(redis_url: str | None, kong_yml: str, listen: str, keep_running: bool) -> None:
     """Run Redis, the plugin server, the Kong-protocol host and an upstream; send traffic."""
     from .demo import DemoOptions, redis_for_demo, run_demo
+    from .redis_lane import RedisLane
 
+    if redis_url:
+        try:  # the plugin's own check: the hot path's forms only
+            RedisLane.from_url(redis_url)
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     with redis_for_demo(redis_url) as url:
         run_demo(url, DemoOptions(Path(kong_yml), listen, keep_running))
 

@@ -25,6 +25,7 @@ from . import wallets
 from .keys import event_streams
 from .redact import mask_url
 from .redis_server import EmbeddedRedis
+from .redis_url import redis_client
 from .schema import REDIS_URL_ENV
 
 __all__ = ["DemoOptions", "redis_for_demo", "run_demo", "still_running_hint"]
@@ -122,7 +123,7 @@ def _summarise(results: list[tuple[str, str, int, dict[str, str]]], client: redi
 
 
 async def _run(redis_url: str, options: DemoOptions) -> Counter:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     events_before = sum(client.xlen(stream) for stream in event_streams())
     _fund(client, uuid.uuid4().hex[:8])
     async with _stack(redis_url, options) as base_url:

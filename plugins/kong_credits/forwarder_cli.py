@@ -19,6 +19,7 @@ import click
 import httpx
 import redis
 
+from . import redis_url as urls
 from .consumer_group import ConsumerGroup, consumer_name
 from .customers import DEFAULT_CUSTOMERS_PATH, CustomerMap
 from .dlq import list_dead_letters, replay
@@ -26,7 +27,6 @@ from .errors import InvalidInput
 from .forwarder import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions
 from .forwarder_keys import group_name
 from .forwarder_metrics import ForwarderMetrics
-from .redact import mask_url, redact
 from .retry import Backoff
 from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from .sinks import SINKS, Sink, SinkConfig, http_client
@@ -62,7 +62,7 @@ def _cluster_option(command: F) -> F:
     return click.option(
         "--cluster", is_flag=True,
         help="--redis-url is a Redis Cluster node: use a cluster client (and read each "
-        "shard's stream with its own command).")(command)
+        "shard's stream with its own command); the same as a redis[s]+cluster:// URL.")(command)
 
 
 def _sink_options(command: F) -> F:
@@ -130,16 +130,21 @@ def _sink(kind: str, **settings: Any) -> Iterator[Sink]:
 
 
 def redis_client(url: str, *, read_timeout_s: float, cluster: bool = False) -> redis.Redis:
-    """A client decoding replies to str (ConsumerGroup and dlq need that)."""
-    settings: dict[str, Any] = {"decode_responses": True, "socket_timeout": read_timeout_s,
-                                "socket_connect_timeout": 5}
+    """A client decoding replies to str (ConsumerGroup and dlq need that), for any URL form
+    (redis_url.py); `cluster` (the --cluster flag) takes a redis[s]:// node as a cluster seed.
+    A malformed URL exits 2."""
     try:
-        if cluster:
-            return redis.RedisCluster.from_url(url, **settings)  # type: ignore[return-value]
-        return redis.Redis.from_url(url, health_check_interval=30, **settings)
-    except ValueError as exc:  # redis-py may quote a piece of a misparsed password
-        raise click.BadParameter(f"{redact(str(exc), url)} in {mask_url(url)!r}",
-                                 param_hint="--redis-url") from None
+        location = urls.parse_redis_url(url)
+        return urls.redis_client(location.as_cluster() if cluster else location,
+                                 decode_responses=True, socket_timeout=read_timeout_s,
+                                 socket_connect_timeout=5, health_check_interval=30)
+    except InvalidInput as exc:  # its message masks the password
+        raise click.BadParameter(str(exc), param_hint="--redis-url") from None
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    """Read each shard's stream with its own command: one call may not span a cluster's slots."""
+    return isinstance(client, redis.RedisCluster)
 
 
 @contextmanager
@@ -205,7 +210,7 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
         raise click.UsageError(str(exc)) from exc
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10, cluster=cluster)
     consumers = ConsumerGroup(client, group or group_name(kind),
-                              consumer or consumer_name(), per_shard=cluster)
+                              consumer or consumer_name(), per_shard=is_cluster(client))
     with _sink(kind, **sink_settings) as sink, stop_on_signals() as stop:
         metrics = ForwarderMetrics(sink.name)
         stop_metrics = None
@@ -216,7 +221,7 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
         try:
             code = Forwarder(consumers, sink, options, metrics=metrics, stop=stop).run()
         except REDIS_ERRORS as exc:  # run() retries the rest
-            raise click.ClickException(f"Redis unavailable: {exc}") from exc
+            raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
         finally:
             if stop_metrics:
                 stop_metrics()
@@ -242,7 +247,7 @@ def dlq_list(group: str | None, limit: int, as_json: bool, cluster: bool,
     try:
         letters = list_dead_letters(client, group=group, limit=limit)
     except REDIS_ERRORS as exc:
-        raise click.ClickException(f"Redis unavailable: {exc}") from exc
+        raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
     if as_json:
         click.echo(json.dumps([d.to_json() for d in letters], separators=(",", ":")))
         return
@@ -273,7 +278,7 @@ def dlq_retry(kind: str, group: str | None, event_ids: tuple[str, ...], limit: i
                 event_ids=event_ids, limit=limit)
             result = replay(client, sink, letters)
         except REDIS_ERRORS as exc:
-            raise click.ClickException(f"Redis unavailable: {exc}") from exc
+            raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
     click.echo(f"replayed {len(letters)} dead letter(s): {result.delivered} delivered, "
                f"{result.rejected} refused again, {result.unresolved} not delivered"
                + (f" ({result.retry_reason})" if result.retry_reason else ""))

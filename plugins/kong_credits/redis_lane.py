@@ -4,11 +4,14 @@ redis.asyncio spends ~60 us of CPU per call. Here a call is packed to RESP (by h
 for one socket write per loop iteration and awaits a future that `data_received` resolves:
 replies come back in the order commands went out, so any number of concurrent callers share
 one connection.
+TCP (TLS with an `ssl_context`, as `rediss://` URLs give) or a unix socket, to one node.
 One reply per command, RESP2: no pub/sub, MONITOR or MULTI; everything else stays on redis-py.
 Errors are redis-py's, so callers catch one hierarchy:
 
     RedisError
-    ├── ConnectionError     refused, lost, backing off, or in flight behind a timed-out call
+    ├── ConnectionError     refused, lost, backing off, in flight behind a timed-out call, or
+    │                       a TLS handshake that failed (certificate not verified, client
+    │                       certificate missing): the reason is in the message
     │   └── AuthenticationError
     ├── TimeoutError        no reply within timeout_s; the connection is dropped, since a late
     │                       reply would otherwise be handed to the next caller
@@ -21,16 +24,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeAlias, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 from redis import exceptions as errors
 
-from .redact import mask_url, redact
+from .errors import InvalidInput
+from .redis_url import CLIENT_CERT_HINT, parse_redis_url
 
 __all__ = ["RedisLane", "Script"]
 
@@ -192,30 +196,6 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
-def _parse_url(url: str) -> dict[str, Any]:
-    """RedisLane's keyword arguments for `url`; ValueError (naming no secret) if unusable."""
-    parts = urlsplit(url)
-    if parts.scheme == "rediss":
-        raise ValueError(
-            "rediss:// (TLS) is not supported by RedisLane, the hot-path client: use "
-            "redis:// or unix:// to a local Redis, or to a local TLS proxy such as stunnel"
-        )
-    db = parse_qs(parts.query).get("db", ["0"])[0]
-    where: dict[str, Any]
-    if parts.scheme == "redis":
-        db = parts.path.strip("/") or db
-        where = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 6379}
-    elif parts.scheme == "unix" and parts.path:
-        where = {"path": parts.path}
-    else:
-        raise ValueError("use redis:// or unix://")
-    if not db.isdigit():
-        raise ValueError("the database must be a number")  # not quoted: it may hold a secret
-    user, password = parts.username, parts.password
-    return {**where, "db": int(db), "username": unquote(user) if user else None,
-            "password": unquote(password) if password else None}
-
-
 class RedisLane:
     """Pipelined Redis calls over `connections` sockets, round-robin, each opened lazily.
 
@@ -227,12 +207,14 @@ class RedisLane:
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 6379, path: str | None = None,
         username: str | None = None, password: str | None = None, db: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 0.25, connect_timeout_s: float = 0.5,
         reconnect_backoff_s: float = 0.5, connections: int = 1,
     ) -> None:
         if connections < 1 or timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError("connections, timeout_s and connect_timeout_s must be positive")
         self._host, self._port, self._path = host, port, path
+        self._ssl = ssl_context  # TLS over TCP: rediss://
         self._where = path or f"{host}:{port}"
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -240,6 +222,11 @@ class RedisLane:
         auth = ("AUTH", username, password) if username else ("AUTH", password)
         self._handshake = [_encode(auth)] if password else []  # sent ahead of callers' commands
         self._handshake += [_encode(("SELECT", db))] if db else []
+        if ssl_context is not None and not self._handshake:
+            # A TLS 1.3 server checks the client's certificate after the handshake and then
+            # drops the connection: a first reply proves it was accepted, so that refusal
+            # fails the connect (with its backoff and a hint) instead of a caller's command.
+            self._handshake = [_encode(("PING",))]
         self._conns: list[_Connection | None] = [None] * connections
         self._locks = [asyncio.Lock() for _ in range(connections)]
         self._next = 0
@@ -249,17 +236,23 @@ class RedisLane:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisLane:
-        """`redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path?db=N`.
+        """One node: `redis://`, `rediss://` (TLS) or `unix://`, as redis_url.py parses them.
 
-        A ValueError shows the URL with its password masked, and no chained error: the
-        plugin server logs it with its traceback and answers it to Kong, which logs it too.
+        InvalidInput (a ValueError) shows the URL with its password masked, and no chained
+        error: the plugin server logs it with its traceback and answers it to Kong, which
+        logs it too. Cluster and Sentinel URLs are refused: this client follows neither yet.
         """
-        try:
-            where = _parse_url(url)
-        except ValueError as exc:  # urllib quotes a password with an unescaped / as the port
-            raise ValueError(f"invalid Redis URL {mask_url(url)!r}: "
-                             f"{redact(str(exc), url)}") from None
-        return cls(**where, **options)
+        at = parse_redis_url(url)
+        if at.kind != "node":
+            raise InvalidInput(
+                f"invalid Redis URL {at.masked!r} for the plugin: the hot path does not "
+                f"support Redis {'Cluster' if at.kind == 'cluster' else 'Sentinel'} URLs yet "
+                "(redis[s]+cluster://, redis[s]+sentinel://); use redis://, rediss:// or "
+                "unix:// to one node")
+        where: dict[str, Any] = {"path": at.path} if at.path else dict(
+            zip(("host", "port"), at.nodes[0], strict=True))
+        return cls(**where, db=at.db, username=at.username, password=at.password,
+                   ssl_context=at.tls.context() if at.tls else None, **options)
 
     async def evalsha(
         self, script: _Lua, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()
@@ -312,7 +305,9 @@ class RedisLane:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, conn = await (
                     loop.create_unix_connection(factory, self._path) if self._path
-                    else loop.create_connection(factory, self._host, self._port))
+                    else loop.create_connection(
+                        factory, self._host, self._port, ssl=self._ssl,
+                        server_hostname=self._host if self._ssl else None))
                 await asyncio.gather(*(conn.request(command) for command in self._handshake))
             if self._closed:  # closed while connecting
                 raise errors.ConnectionError("RedisLane is closed")
@@ -325,6 +320,8 @@ class RedisLane:
             # OSError covers the builtin TimeoutError, raised by asyncio.timeout with no message
             self._last_error = str(exc) or f"connect timed out after {self._connect_timeout_s} s"
             self._retry_at = loop.time() + self._reconnect_backoff_s
-            if isinstance(exc, errors.ConnectionError):
+            if conn is not None and self._ssl is not None and type(exc) is errors.ConnectionError:
+                self._last_error += CLIENT_CERT_HINT  # dropped after a TLS handshake it passed
+            elif isinstance(exc, errors.ConnectionError):
                 raise
             raise errors.ConnectionError(f"Redis at {self._where}: {self._last_error}") from exc

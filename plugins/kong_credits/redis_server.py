@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from .redis_url import redis_client
+
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 
 
@@ -58,7 +60,7 @@ class EmbeddedRedis:
         log = open(Path(self._dir.name) / "server.log", "wb")  # noqa: SIM115 - owned by process
         self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        client = redis_client(self.url, socket_timeout=1)
         try:
             while True:
                 try:

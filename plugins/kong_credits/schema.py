@@ -15,6 +15,7 @@ from .engine import PERIOD_SECONDS, AbuseDetection, RateLimit
 from .errors import InvalidInput
 from .kong_schema import validate
 from .money import MAX_AMOUNT
+from .redis_url import parse_redis_url
 
 __all__ = ["DEFAULT_REDIS_URL", "REDIS_URL_ENV", "PluginConfig",
            "default_redis_url", "parse_config", "plugin_schema"]
@@ -121,8 +122,10 @@ def plugin_schema(*, metered: bool = False) -> list[dict[str, Any]]:
         }},
         {"redis_url": {
             "type": "string", "required": False, "len_min": 1, "referenceable": True,
-            "description": "redis://[:password@]host:port/db or unix:///path?db=N, or a vault "
-                           "reference such as {vault://env/credits-redis-url}. Unset: "
+            "description": "redis://[user:password@]host:port/db, rediss://... (TLS, "
+                           "?ssl_ca_certs=...) or unix:///path?db=N (README: Where Redis "
+                           "is), or a vault reference such as "
+                           "{vault://env/credits-redis-url}. Unset: "
                            "$KONG_CREDITS_REDIS_URL of the plugin server, else "
                            "redis://127.0.0.1:6379/0.",
         }},
@@ -178,6 +181,7 @@ def parse_config(raw: dict[str, Any], *, metered: bool = False) -> PluginConfig:
     if errors:
         name = "credits-metered" if metered else "credits"
         raise InvalidInput(f"invalid {name} config: " + "; ".join(map(str, errors)))
+    redis_url = _redis_url(config.get("redis_url"), "credits-metered" if metered else "credits")
     limits = config.get("rate_limit") or {}
     abuse = config.get("abuse_detection")
     route_id, service_id = str(raw.get("route_id") or ""), str(raw.get("service_id") or "")
@@ -194,8 +198,27 @@ def parse_config(raw: dict[str, Any], *, metered: bool = False) -> PluginConfig:
         ) if abuse else None,
         shadow=config["mode"] == "shadow",
         allow_on_redis_error=config["on_redis_error"] == "allow",
-        redis_url=config.get("redis_url") or default_redis_url(),
+        redis_url=redis_url,
         redis_timeout_ms=config["redis_timeout_ms"],
         route_id=route_id,
         service_id=service_id,
     )
+
+
+def _redis_url(configured: str | None, plugin: str) -> str:
+    """The instance's Redis URL, checked now: a malformed one fails StartInstance with a clear
+    error (password masked) rather than every request with a 503.
+
+    Kong resolves a vault reference before the plugin sees the config (and drops one it
+    cannot resolve, leaving the field unset); one that still arrives here was not resolved.
+    """
+    url = configured or default_redis_url()
+    field = "redis_url" if configured else f"redis_url (unset: ${REDIS_URL_ENV})"
+    if url.startswith("{vault://"):
+        raise InvalidInput(f"invalid {plugin} config: {field}: the vault reference was not "
+                           "resolved (Kong resolves it; a test host does not)")
+    try:
+        parse_redis_url(url)
+    except InvalidInput as exc:
+        raise InvalidInput(f"invalid {plugin} config: {field}: {exc}") from None
+    return url

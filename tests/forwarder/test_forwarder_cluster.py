@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from event_source import assert_billed_once, produce
 
 from kong_credits import wallets
+from kong_credits.alerts_cli import alerts_command
 from kong_credits.engine import AuthorizeRequest, Engine
 from kong_credits.forwarder_cli import dlq_command, forwarder_command
 from kong_credits.keys import event_streams
@@ -89,3 +90,32 @@ def test_cluster_mode_forwards_and_dead_letters_slot_by_slot(cluster_url: str) -
     node.close()
     listed = CliRunner().invoke(dlq_command, ["list", "--cluster", "--redis-url", cluster_url])
     assert listed.output.splitlines()[-1] == "2 dead letter(s)"
+
+
+def test_a_cluster_url_needs_no_flag_and_serves_alerts_too(cluster_url: str) -> None:
+    """`redis+cluster://` is what `--cluster` says: the forwarder, dlq and alerts read shard
+    by shard (alerts, which had no --cluster, could not read a cluster's streams before)."""
+    from test_alerts_delivery import SECRET, Receiver, make_alerts
+
+    seeds = cluster_url.replace("redis://", "redis+cluster://")
+    node = redis.Redis.from_url(cluster_url, decode_responses=True)
+    node.flushall()
+    produced = produce(cluster_url, 48)
+    fast = ["--drain", "--claim-idle-ms", "200", "--backoff-base-ms", "1",
+            "--backoff-max-ms", "10", "--redis-url", seeds]
+    with BillingRecorder("http") as backend:
+        result = CliRunner().invoke(forwarder_command, [*sink_args("http", backend.url), *fast])
+        assert result.exit_code == 0, result.output
+    assert_billed_once(backend, produced)
+    listed = CliRunner().invoke(dlq_command, ["list", "--redis-url", seeds])
+    assert listed.output.splitlines()[-1] == "0 dead letter(s)", listed.output
+    alert_ids = make_alerts(node, ["alerting"])  # their events go unforwarded: no matter
+    node.close()
+    receiver = Receiver([])
+    try:
+        result = CliRunner().invoke(alerts_command, [
+            "--url", receiver.url, "--hmac-secret", SECRET, "--block-ms", "50", *fast])
+    finally:
+        receiver.close()
+    assert result.exit_code == 0, result.output
+    assert {alert["id"] for alert in receiver.accepted} == alert_ids
