@@ -38,6 +38,12 @@ def local(command: str) -> list[str]:
 PLUGINS = ("credits", "credits-metered")
 
 
+def main_env_names(value: str) -> list[str]:
+    """The variables `nginx_main_env = A; env B` lets through: Kong writes `env <value>;`,
+    so nginx reads `env A; env B;`."""
+    return [part.strip().removeprefix("env ").strip() for part in value.split(";")]
+
+
 def query(name: str) -> dict:
     """What Kong 3.9+ registers for pluginserver entry `name`: the first plugin its query
     prints."""
@@ -90,8 +96,12 @@ def test_compose_wires_kong_redis_and_upstream():
     assert (ROOT / kong["build"]["context"] / kong["build"]["dockerfile"]).exists()
     assert kong["environment"]["KONG_CREDITS_REDIS_URL"].startswith("redis://redis:")
     # nginx clears its workers' environment, and worker 0 starts the plugin server
-    assert (kong["environment"]["KONG_NGINX_MAIN_ENV"] == kong_conf()["nginx_main_env"]
-            == "KONG_CREDITS_REDIS_URL")
+    assert kong["environment"]["KONG_NGINX_MAIN_ENV"] == kong_conf()["nginx_main_env"]
+    assert main_env_names(kong_conf()["nginx_main_env"]) == ["KONG_CREDITS_REDIS_URL",
+                                                             "KONG_CREDITS_SHARDS"]
+    # One shard count for the whole deployment (README: Production Redis)
+    assert kong["environment"]["KONG_CREDITS_SHARDS"] == services["forwarder"]["environment"][
+        "KONG_CREDITS_SHARDS"] == "16"
     redis_args = services["redis"]["command"]  # a database, not a cache: persisted, no eviction
     assert "--appendonly" in redis_args and "noeviction" in redis_args
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])

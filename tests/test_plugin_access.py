@@ -287,6 +287,7 @@ def test_a_reply_lost_to_a_timeout_is_asked_again_and_charged_once(gateway, r, r
     """Redis stalls past redis_timeout_ms with the authorize call already sent: the script
     runs once Redis is free, its reply is lost with the dropped connection, and the plugin's
     one retry (same request id) gets the stored answer: 200, charged once, one event."""
+    assert gateway.get("/stalled").status == 402  # its first call checks the shard count
     wallets.grant(r, "wallet-a", 100)
     admin = redis.Redis.from_url(redis_url)
     before = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)

@@ -12,11 +12,19 @@ from .alerts import Alert, WebhookSink
 from .consumer_group import ConsumerGroup, consumer_name
 from .errors import InvalidInput
 from .forwarder import REDIS_ERRORS, Forwarder, ForwarderOptions
-from .forwarder_cli import LOG_FORMAT, is_cluster, redis_client, retain_option, stop_on_signals
+from .forwarder_cli import (
+    LOG_FORMAT,
+    is_cluster,
+    redis_client,
+    retain_option,
+    shards_mismatch,
+    stop_on_signals,
+)
 from .forwarder_metrics import ForwarderMetrics
 from .keys import alert_streams
 from .retry import Backoff
 from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from .shards import ShardsMismatch
 from .sinks import SinkConfig, http_client
 
 __all__ = ["alerts_command"]
@@ -72,6 +80,8 @@ def alerts_command(url: str, hmac_secret: str, drain: bool, group: str, consumer
                              stop=stop, parse=Alert.from_fields).run()
     except REDIS_ERRORS as exc:  # run() retries the rest
         raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
+    except ShardsMismatch as exc:
+        raise shards_mismatch(exc, redis_url) from None
     finally:
         http.close()
         client.close()

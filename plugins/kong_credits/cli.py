@@ -13,8 +13,10 @@ import redis
 
 from . import __version__, wallets
 from .errors import InvalidInput, RedisUnavailable
+from .redact import mask_url
 from .redis_url import redis_client, unavailable
 from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from .shards import ShardsMismatch, check_shards
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,11 +30,18 @@ def redis_url_option(command: F) -> F:
 
 
 def _client(redis_url: str) -> redis.Redis:
-    """A redis-py client for any URL form (redis_url.py); a malformed URL exits 2."""
+    """A redis-py client for any URL form (redis_url.py); a malformed URL exits 2. The
+    deployment's shard count is checked first (shards.py): a wallet written under another
+    count would be invisible to the plugin, so a mismatch exits 1."""
     try:
-        return redis_client(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = redis_client(redis_url, socket_timeout=5, socket_connect_timeout=5)
     except InvalidInput as exc:  # its message masks the password
         raise click.BadParameter(str(exc), param_hint="--redis-url") from None
+    try:
+        _run(lambda: check_shards(client, mask_url(redis_url)))
+    except ShardsMismatch as exc:
+        raise click.ClickException(str(exc)) from None
+    return client
 
 
 def _run(action: Callable[[], Any]) -> Any:

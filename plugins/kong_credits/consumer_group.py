@@ -24,6 +24,7 @@ import redis
 
 from .dlq import dead_letter_fields
 from .keys import dead_letter_stream, event_streams, shard_of_stream
+from .shards import check_shards
 
 __all__ = ["Backlog", "ConsumerGroup", "StreamEntry", "consumer_name", "process_gone"]
 
@@ -122,7 +123,10 @@ class ConsumerGroup:
         """Create the group on every stream that lacks it (from the first entry: nothing is
         skipped). Only reads when every stream has it, so it passes on a Redis that refuses
         writes it does not need (OOM), and it is cheap to call again after any Redis error
-        (a Redis restarted without persistence has lost the group: NOGROUP)."""
+        (a Redis restarted without persistence has lost the group: NOGROUP). First checks the
+        deployment's shard count (shards.py): ShardsMismatch, not a Redis error, when Redis
+        records another, since this process would read streams the plugin does not write."""
+        check_shards(self.client)
         pipe = self.client.pipeline(transaction=False)
         for stream in self.streams:
             pipe.xinfo_groups(stream)

@@ -3,13 +3,14 @@
     CreditsError                  base of everything raised on purpose
     +-- InvalidInput              a value a user gave is unusable (bad amount, wallet, date)
     +-- RedisUnavailable          Redis could not be reached or answered too late
+    +-- ShardsMismatch            Redis records another shard count than this process's
 
 Refusals (402, 429) are not exceptions: they are `Decision` values.
 """
 
 from __future__ import annotations
 
-__all__ = ["CreditsError", "InvalidInput", "RedisUnavailable"]
+__all__ = ["CreditsError", "InvalidInput", "RedisUnavailable", "ShardsMismatch"]
 
 
 class CreditsError(Exception):
@@ -22,3 +23,8 @@ class InvalidInput(CreditsError, ValueError):
 
 class RedisUnavailable(CreditsError):
     """Redis did not answer (down, timed out, or refused the connection)."""
+
+
+class ShardsMismatch(CreditsError):
+    """Redis records another shard count than this process's $KONG_CREDITS_SHARDS: it must
+    not run, or it would use other keys than the rest of the deployment (shards.py)."""

@@ -29,6 +29,7 @@ from .forwarder_keys import group_name
 from .forwarder_metrics import ForwarderMetrics
 from .retry import Backoff
 from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from .shards import ShardsMismatch, check_shards
 from .sinks import SINKS, Sink, SinkConfig, http_client
 from .sinks.lago import ID_FIELDS
 
@@ -142,6 +143,11 @@ def redis_client(url: str, *, read_timeout_s: float, cluster: bool = False) -> r
         raise click.BadParameter(str(exc), param_hint="--redis-url") from None
 
 
+def shards_mismatch(exc: ShardsMismatch, redis_url: str) -> click.ClickException:
+    """Exit 1 naming the Redis (password masked): this process must not touch its streams."""
+    return click.ClickException(f"{urls.parse_redis_url(redis_url).masked}: {exc}")
+
+
 def is_cluster(client: redis.Redis) -> bool:
     """Read each shard's stream with its own command: one call may not span a cluster's slots."""
     return isinstance(client, redis.RedisCluster)
@@ -222,6 +228,8 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
             code = Forwarder(consumers, sink, options, metrics=metrics, stop=stop).run()
         except REDIS_ERRORS as exc:  # run() retries the rest
             raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
+        except ShardsMismatch as exc:
+            raise shards_mismatch(exc, redis_url) from None
         finally:
             if stop_metrics:
                 stop_metrics()
@@ -245,9 +253,12 @@ def dlq_list(group: str | None, limit: int, as_json: bool, cluster: bool,
     """Dead-lettered events, oldest first, with the reason."""
     client = redis_client(redis_url, read_timeout_s=10, cluster=cluster)
     try:
+        check_shards(client)
         letters = list_dead_letters(client, group=group, limit=limit)
     except REDIS_ERRORS as exc:
         raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
+    except ShardsMismatch as exc:
+        raise shards_mismatch(exc, redis_url) from None
     if as_json:
         click.echo(json.dumps([d.to_json() for d in letters], separators=(",", ":")))
         return
@@ -273,12 +284,15 @@ def dlq_retry(kind: str, group: str | None, event_ids: tuple[str, ...], limit: i
     client = redis_client(redis_url, read_timeout_s=10, cluster=cluster)
     with _sink(kind, **sink_settings) as sink:
         try:
+            check_shards(client)
             letters = list_dead_letters(
                 client, group=None if event_ids else group or group_name(kind),
                 event_ids=event_ids, limit=limit)
             result = replay(client, sink, letters)
         except REDIS_ERRORS as exc:
             raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
+        except ShardsMismatch as exc:
+            raise shards_mismatch(exc, redis_url) from None
     click.echo(f"replayed {len(letters)} dead letter(s): {result.delivered} delivered, "
                f"{result.rejected} refused again, {result.unresolved} not delivered"
                + (f" ({result.retry_reason})" if result.retry_reason else ""))

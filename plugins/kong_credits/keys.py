@@ -5,22 +5,106 @@ spread over `SHARDS` hash tags: every key of a wallet, the rate-limit state of t
 drawing on it and the event and alert streams that receive its charges carry the wallet's
 shard tag. A wallet named `team/alice` draws on its parent `team` in the same script, so the
 shard is chosen by the root of the name (`team`): a family of wallets shares one slot.
-The forwarder reads one event stream per shard. Changing `SHARDS` moves every wallet: it is
-part of the data layout, not a tuning knob.
+The forwarder reads one event stream per shard.
+
+`SHARDS` is a deployment setting, `$KONG_CREDITS_SHARDS` (default 16), read once at import by
+every process: changing it moves every wallet, so it is part of the data layout, not a tuning
+knob (shards.py records it in Redis and stops a process that disagrees). 16 keeps the tags of
+earlier versions, `s0`..`s15`, whose slots fall where CRC16 puts them. Any other count aims
+shard i's tag at the middle of the i-th of `SHARDS` equal slot ranges, so a cluster whose
+masters own contiguous ranges (as `redis-cli --cluster create` and `rebalance` assign them)
+holds shards in proportion to its slots.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+import string
 import zlib
+from binascii import crc_hqx
 from dataclasses import dataclass
 
-__all__ = ["PREFIX", "SHARDS", "WalletKeys", "alert_stream", "alert_streams",
-           "dead_letter_stream", "dead_letter_streams", "event_stream", "event_streams",
-           "parent_of", "shard_of", "shard_of_stream"]
+from .errors import InvalidInput
+
+__all__ = ["DEFAULT_SHARDS", "MAX_SHARDS", "PREFIX", "SHARDS", "SHARDS_ENV", "SHARDS_KEY",
+           "SLOTS", "WalletKeys", "alert_stream", "alert_streams", "dead_letter_stream",
+           "dead_letter_streams", "event_stream", "event_streams", "parent_of",
+           "parse_shards", "shard_of", "shard_of_stream", "shard_tags"]
 
 PREFIX = "kc"
-SHARDS = 16
+SHARDS_ENV = "KONG_CREDITS_SHARDS"
+DEFAULT_SHARDS = 16
+"""The layout of every version before the setting existed: tags `s0`..`s15`."""
+SLOTS = 16384
+"""Redis Cluster's hash slots."""
+MAX_SHARDS = SLOTS
+"""One shard per slot at most: more would only add streams for the forwarder to read."""
+SHARDS_KEY = f"{PREFIX}:shards"
+"""STRING: the shard count the deployment's first process recorded (shards.py)."""
+
+
+def parse_shards(text: str) -> int:
+    """`$KONG_CREDITS_SHARDS` as a shard count: a whole number 1..16384 (InvalidInput)."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_SHARDS:
+        raise InvalidInput(f"{SHARDS_ENV} must be a whole number from 1 to {MAX_SHARDS}, "
+                           f"not {text!r}")
+    return int(value)
+
+
+_SUFFIXES = string.ascii_letters + string.digits
+
+
+def _crc16_of_pair(value: int) -> int:
+    return crc_hqx(value.to_bytes(2, "big"), 0)
+
+
+@functools.cache
+def _pairs_by_slot() -> dict[int, str]:
+    """Slot residue -> a two-character suffix s with crc16(s) & 16383 == residue (~21% of
+    residues have one)."""
+    return {_crc16_of_pair(int.from_bytes(pair.encode(), "big")) % SLOTS: pair
+            for pair in map("".join, itertools.product(_SUFFIXES, repeat=2))}
+
+
+def _tag_in_slot(prefix: str, slot: int) -> str:
+    """`prefix` + a short suffix whose Redis Cluster slot (CRC16 & 16383) is `slot`.
+
+    CRC16 with a zero start is linear: for any text m and two bytes s,
+    crc16(m + s) = F(crc16(m)) XOR F(s), where F(x) is the CRC16 of x as two bytes. So for
+    each middle part (none, then one character, then two, ...) the last two characters come
+    out of a table instead of a search: a few lookups per tag, not ~16384 tries.
+    """
+    pairs = _pairs_by_slot()
+    middles = itertools.chain([""], map("".join, itertools.chain.from_iterable(
+        itertools.product(_SUFFIXES, repeat=n) for n in itertools.count(1))))
+    for middle in middles:
+        head = _crc16_of_pair(crc_hqx(f"{prefix}{middle}".encode(), 0))
+        pair = pairs.get((slot ^ head) % SLOTS)
+        if pair is not None:
+            return f"{prefix}{middle}{pair}"
+    raise AssertionError("unreachable: the middles never run out")
+
+
+def shard_tags(shards: int) -> list[str]:
+    """The hash tags of a layout of `shards` shards, in shard order.
+
+    16: the historical `s0`..`s15`. Otherwise shard i's tag is `s<i>.` plus the suffix that
+    puts it in slot (2i + 1) * 16384 // (2 * shards), the middle of the i-th of `shards`
+    equal slot ranges: any contiguous range of slots then holds its share of the shards, give
+    or take one. Part of the data layout: changing this function moves every wallet.
+    """
+    if shards == DEFAULT_SHARDS:
+        return [f"s{shard}" for shard in range(shards)]
+    return [_tag_in_slot(f"s{shard}.", (2 * shard + 1) * SLOTS // (2 * shards))
+            for shard in range(shards)]
+
+
+SHARDS = parse_shards(os.environ.get(SHARDS_ENV) or str(DEFAULT_SHARDS))
+"""This process's shard count: `$KONG_CREDITS_SHARDS`, else 16."""
+_TAGS = [f"{PREFIX}:{{{tag}}}" for tag in shard_tags(SHARDS)]
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -36,7 +120,7 @@ def parent_of(wallet: str) -> str | None:
 
 
 def _tag(shard: int) -> str:
-    return f"{PREFIX}:{{s{shard}}}"
+    return _TAGS[shard]
 
 
 def event_stream(shard: int) -> str:

@@ -13,8 +13,10 @@ from redis.exceptions import ConnectionError, DataError, RedisError, TimeoutErro
 
 from .engine import AsyncEngine
 from .errors import RedisUnavailable
+from .redact import mask_url
 from .redis_lane import RedisLane
 from .scripts import LuaScript
+from .shards import check_once
 
 __all__ = ["ENGINES", "EngineCache"]
 
@@ -54,7 +56,9 @@ class EngineCache:
                     # Down, late, out of memory, read-only replica: on_redis_error decides.
                     raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-            engine = self._engines[key] = AsyncEngine(run, answer_ttl_ms=answer_ttl_ms(timeout_ms))
+            # The deployment's shard count is checked before the first call (shards.py).
+            engine = self._engines[key] = AsyncEngine(check_once(run, mask_url(redis_url)),
+                                                      answer_ttl_ms=answer_ttl_ms(timeout_ms))
         return engine
 
 
