@@ -6,15 +6,20 @@ driver there is, so the servers' own cost shows):
 - no-op: HandleEvent(access) -> the plugin's one PDK call -> Step -> "ret". Two RPC round
   trips per event. Both servers get the same no-op plugin as in bench.py (load/plugins:
   async for ours, sync kong-pdk style for stock) and the same client.
-- credits (ours, real Redis): HandleEvent(access) -> get_consumer -> Step -> set_headers
-  -> Step -> "ret": the 3 RPCs of an admitted request (the plugin has no log phase).
+- credits admitted (ours, real Redis): HandleEvent(access) -> get_consumer -> Step ->
+  set_headers -> Step -> "ret": the 3 RPCs of an admitted request (no log phase).
+- credits refused 402 / 429 (--refusals): HandleEvent -> get_consumer -> Step ->
+  kong.response.exit, after which Kong sends nothing more for the event: 2 RPCs.
 The connections are shared by --drivers processes, each one nginx worker (its own pid,
 msgid counter and instance). Ours runs once per --workers value (`pluginserver --workers
-N`); server CPU counts all its processes. The last lines are credits against the stock
-no-op, and each scenario at each --workers value against the first, per round (--rounds
-interleaves them, in ABBA order) and as the median.
+N`) and per --tree (a source tree's `plugins` directory put first on PYTHONPATH, to A/B a
+change); server CPU counts all its processes. Every round runs every pass, the stock no-op
+included, in ABBA order (every other round reversed); the summary gives, per scenario, the
+median of the per-round ratios against the stock no-op (server CPU per event and events/s)
+and against the first variant of ours.
 
-    python load/bench_pluginserver.py --seconds 5 --connections 32
+    python load/bench_pluginserver.py --rounds 5 --refusals     # the issue-12 figures
+    python load/bench_pluginserver.py --tree /tmp/a --tree /tmp/b --rounds 6 --only-credits
     python load/bench_pluginserver.py --workers 1,2 --drivers 2 --rounds 3 --only-credits
 """
 
@@ -33,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +57,15 @@ def noop(name: str) -> dict:
     return {"name": name, "phases": ["access"], "answers": {"kong.request.get_method": "GET"}}
 
 
-CREDITS = {"name": "credits", "phases": ["access"],
-           "answers": {"kong.client.get_consumer": {"id": "c-1", "username": "payer",
-                                                    "custom_id": "payer"},
-                       "kong.nginx.get_var": "GET /paid HTTP/1.1",  # with record_request
-                       "kong.response.set_headers": None}}
+def credits(consumer: str) -> dict:
+    return {"name": "credits", "phases": ["access"],
+            "answers": {"kong.client.get_consumer": {"id": f"c-{consumer}", "username": consumer,
+                                                     "custom_id": consumer},
+                        "kong.nginx.get_var": "GET /paid HTTP/1.1",  # with record_request
+                        "kong.response.set_headers": None}}
+
+
+TERMINAL = ("kong.response.exit", "kong.response.error")  # Kong sends no Step after these
 
 
 class Connection:
@@ -124,7 +134,10 @@ async def drive(path: str, connections: int, args: argparse.Namespace, plugin: d
                                          {"InstanceId": instance_id, "EventName": phase})
                 rpcs += 1
                 while answer["Data"] != "ret":
-                    data = plugin["answers"][answer["Data"]["Method"]]
+                    method = answer["Data"]["Method"]
+                    if method in TERMINAL:
+                        break
+                    data = plugin["answers"][method]
                     step = {"EventId": answer["EventId"]}
                     if data is not None:
                         step["Data"] = data
@@ -215,9 +228,13 @@ def wait_for_socket(path: str, proc: subprocess.Popen, timeout_s: float = 15) ->
 
 
 def bench(name: str, cmd: list[str], path: str, args: argparse.Namespace,
-          plugin: dict, config: dict | None = None) -> dict:
+          plugin: dict, config: dict | None = None, tree: str | None = None) -> dict:
     wait_for_quiet()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = None
+    if tree:  # that tree's plugins first: `import kong_credits` finds its copy
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(tree) / "plugins"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_for_socket(path, proc)
         result = measure(path, proc.pid, args, plugin, config or {})
@@ -236,6 +253,88 @@ def ours(tmp: str, socket_name: str, workers: int, *plugins: str) -> list[str]:
             "--socket-name", socket_name, "--workers", str(workers), *plugins]
 
 
+@dataclass(frozen=True)
+class Pass:
+    scenario: str
+    variant: str  # "stock", or ours: "--workers N" and the tree's name
+    cmd: list[str]
+    socket: str
+    plugin: dict
+    config: dict | None = None
+    tree: str | None = None
+
+
+def passes(args: argparse.Namespace, tmp: str, redis_url: str) -> list[Pass]:
+    """One round's passes, in order: the stock no-op, then per variant of ours its no-op and
+    the credits scenarios."""
+    out = []
+    if args.stock_mode != "none":
+        stock = shutil.which("kong-python-pluginserver") or str(
+            Path(sys.executable).with_name("kong-python-pluginserver"))
+        flags = ["-g"] if args.stock_mode == "gevent" else []
+        out.append(Pass("no-op", f"kong-pdk {' '.join(flags) or '(threads)'}",
+                        [stock, *flags, "-d", str(PLUGINS / "stock"), "-p", tmp,
+                         "--socket-name", "stock.sock"],
+                        os.path.join(tmp, "stock.sock"), noop("noop_sync")))
+    trees = args.tree or [None]
+    for n in (int(w) for w in args.workers.split(",")):
+        for tree in trees:
+            variant = f"ours --workers {n}" + (f" {Path(tree).name}" if tree else "")
+            if not args.only_credits:
+                out.append(Pass("no-op", variant,
+                                ours(tmp, "ours.socket", n, "-d", str(PLUGINS / "ours")),
+                                os.path.join(tmp, "ours.socket"), noop("noop_async"),
+                                tree=tree))
+            scenarios = [("credits admitted", "payer", {})]
+            if args.refusals:
+                scenarios += [("credits refused 402", "broke", {}),
+                              ("credits refused 429", "payer", {"rate_limit": {"day": 1}})]
+            for scenario, consumer, extra in scenarios:
+                out.append(Pass(scenario, variant, ours(tmp, "credits.socket", n),
+                                os.path.join(tmp, "credits.socket"), credits(consumer),
+                                {"cost": 1, "redis_url": redis_url, **extra}, tree))
+    return out
+
+
+def summary(results: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """Medians per pass, then per-round ratios against the stock no-op and the first
+    variant of ours (each ratio from passes of the same round)."""
+    lines = ["| scenario | server | events/s | server CPU µs/event | driver CPU µs/event | "
+             "Redis CPU µs/event | p50 / p99 ms | server CPU share |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (scenario, variant), runs in results.items():
+        med = {key: statistics.median(r[key] for r in runs) for key in (
+            "events_per_s", "server_cpu_us_per_event", "driver_cpu_us_per_event",
+            "redis_cpu_us_per_event", "p50_ms", "p99_ms", "server_cpu_share")}
+        lines.append(
+            f"| {scenario} | {variant} | {med['events_per_s']:,.0f} | "
+            f"{med['server_cpu_us_per_event']:.1f} | {med['driver_cpu_us_per_event']:.1f} | "
+            f"{med['redis_cpu_us_per_event']:.1f} | {med['p50_ms']:.2f} / {med['p99_ms']:.2f} | "
+            f"{med['server_cpu_share']:.2f} |")
+    lines.append("")
+
+    def ratios(a: list[dict], b: list[dict], key: str) -> str:
+        per_round = [x[key] / y[key] for x, y in zip(a, b, strict=True)]
+        return (f"{statistics.median(per_round):.2f}x (per round "
+                f"{', '.join(f'{r:.2f}' for r in per_round)})")
+
+    stock = next((runs for (s, v), runs in results.items() if v.startswith("kong-pdk")), None)
+    first = next((v for (s, v) in results if not v.startswith("kong-pdk")), None)
+    for (scenario, variant), runs in results.items():
+        if variant.startswith("kong-pdk"):
+            continue
+        if stock:
+            lines.append(f"- {scenario}, {variant} / stock no-op: server CPU per event "
+                         f"{ratios(runs, stock, 'server_cpu_us_per_event')}; events/s "
+                         f"{ratios(runs, stock, 'events_per_s')}")
+        if variant != first and (scenario, first) in results:
+            base = results[(scenario, first)]
+            lines.append(f"- {scenario}, {variant} / {first}: server CPU per event "
+                         f"{ratios(runs, base, 'server_cpu_us_per_event')}; events/s "
+                         f"{ratios(runs, base, 'events_per_s')}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
@@ -249,67 +348,44 @@ def main() -> None:
     )
     parser.add_argument("--workers", default="1",
                         help="comma-separated `pluginserver --workers` values to run ours with")
+    parser.add_argument("--tree", action="append",
+                        help="run ours from this source tree (its plugins/ first on "
+                             "PYTHONPATH); repeat to A/B trees")
     parser.add_argument("--drivers", type=int, default=1,
                         help="driver processes (nginx workers) sharing the connections")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="credits passes per --workers value, interleaved")
-    parser.add_argument("--only-credits", action="store_true", help="skip the no-ops")
+                        help="rounds of every pass, interleaved (ABBA)")
+    parser.add_argument("--only-credits", action="store_true", help="skip the no-ops of ours")
+    parser.add_argument("--refusals", action="store_true",
+                        help="also credits refused 402 and 429 (2 RPCs: the exit ends it)")
     args = parser.parse_args()
-    workers = [int(n) for n in args.workers.split(",")]
 
     tmp = tempfile.mkdtemp(prefix="bench", dir="/tmp")
     try:
         print(
             f"{args.connections} connections from {args.drivers} driver process(es), "
-            f"{args.seconds}s after {args.warmup}s warmup, {os.cpu_count()} CPUs",
+            f"{args.seconds}s after {args.warmup}s warmup, {os.cpu_count()} CPUs, "
+            f"{args.rounds} round(s)",
             flush=True,
         )
-        stock_noop = None
-        if not args.only_credits and args.stock_mode != "none":
-            stock = shutil.which("kong-python-pluginserver") or str(
-                Path(sys.executable).with_name("kong-python-pluginserver")
-            )
-            flags = ["-g"] if args.stock_mode == "gevent" else []
-            stock_noop = bench(
-                f"kong-pdk 0.36 kong-python-pluginserver {' '.join(flags) or '(threads)'}, "
-                "no-op (2 RPCs)",
-                [stock, *flags, "-d", str(PLUGINS / "stock"), "-p", tmp,
-                 "--socket-name", "stock.sock"],
-                os.path.join(tmp, "stock.sock"), args, noop("noop_sync"))
-            print(json.dumps(stock_noop), flush=True)
-        rates: dict[str, dict[int, list[int]]] = {"no-op": {n: [] for n in workers},
-                                                  "credits admitted": {n: [] for n in workers}}
+        results: dict[tuple[str, str], list[dict]] = {}
         with EmbeddedRedis() as server:
-            wallets.grant(redis.Redis.from_url(server.url), "payer", 10**12)
+            admin = redis.Redis.from_url(server.url)
+            wallets.grant(admin, "payer", 10**12)
+            round_passes = passes(args, tmp, server.url)
+            for p in round_passes:
+                results[(p.scenario, p.variant)] = []
             for round_ in range(args.rounds):
                 # Every other round in reverse (ABBA): drift over the run (Redis's streams
                 # grow with every request) does not favour whichever runs first.
-                for n in workers if round_ % 2 == 0 else workers[::-1]:
-                    if not args.only_credits:
-                        result = bench(
-                            f"kong-credits pluginserver --workers {n}, no-op (2 RPCs)",
-                            ours(tmp, "ours.socket", n, "-d", str(PLUGINS / "ours")),
-                            os.path.join(tmp, "ours.socket"), args, noop("noop_async"))
-                        rates["no-op"][n].append(result["events_per_s"])
-                        print(json.dumps(result), flush=True)
-                    result = bench(
-                        f"kong-credits pluginserver --workers {n}, credits admitted "
-                        "(3 RPCs + 1 Redis call)",
-                        ours(tmp, "credits.socket", n), os.path.join(tmp, "credits.socket"),
-                        args, CREDITS, {"cost": 1, "redis_url": server.url})
-                    rates["credits admitted"][n].append(result["events_per_s"])
-                    print(json.dumps(result), flush=True)
-        if stock_noop:
-            first = statistics.median(rates["credits admitted"][workers[0]])
-            print(f"credits admitted (--workers {workers[0]}) / stock no-op: "
-                  f"{first / stock_noop['events_per_s']:.2f}x")
-        for scenario, by_workers in rates.items():
-            for n in workers[1:] if by_workers[workers[0]] else ():
-                ratios = [a / b for a, b in zip(by_workers[n], by_workers[workers[0]],
-                                                 strict=True)]
-                print(f"{scenario}, --workers {n} / --workers {workers[0]}: median "
-                      f"{statistics.median(ratios):.2f}x, per round "
-                      f"{', '.join(f'{r:.2f}' for r in ratios)}")
+                for p in round_passes if round_ % 2 == 0 else round_passes[::-1]:
+                    result = bench(f"{p.variant}, {p.scenario}", p.cmd, p.socket, args,
+                                   p.plugin, p.config, p.tree)
+                    results[(p.scenario, p.variant)].append(result)
+                    print(f"round {round_ + 1}: {json.dumps(result)}", flush=True)
+        print()
+        for line in summary(results):
+            print(line)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
