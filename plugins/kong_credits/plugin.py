@@ -146,7 +146,9 @@ class Plugin:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = parse_config(config, metered=self.metered)
-        self.engine = ENGINES.get(self.config.redis_url, self.config.redis_timeout_ms)
+        self.engine = ENGINES.get(self.config.redis_url, self.config.redis_timeout_ms,
+                                  wait_replicas=self.config.redis_wait_replicas,
+                                  wait_timeout_ms=self.config.redis_wait_timeout_ms)
         self._outage = _Throttled()
         self._unusable_wallet = _Throttled()  # logged apart: neither hides the other
 

@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import math
 import ssl
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from functools import partial
@@ -196,6 +197,50 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
+class _WaitGroup:
+    """The WAITs of one connection, at most one in flight: a call made while one is joins
+    the next, sent when it returns (the calls' scripts run only then anyway)."""
+
+    def __init__(self, conn: _Connection, wait: bytes) -> None:
+        self._conn = conn
+        self._wait = wait
+        self._in_flight = False
+        self._next: asyncio.Future[Reply] | None = None
+
+    def after(self) -> asyncio.Future[Reply]:
+        """The reply of a WAIT sent after everything already queued on the connection."""
+        if not self._in_flight:
+            self._in_flight = True
+            sent = self._conn.request(self._wait)
+            sent.add_done_callback(self._returned)
+            return sent
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        return self._next
+
+    def _returned(self, _: asyncio.Future[Reply]) -> None:
+        waiting, self._next = self._next, None
+        if waiting is None or not self._conn.usable:
+            self._in_flight = False
+            if waiting is not None and not waiting.done():  # their scripts failed with it
+                waiting.set_exception(errors.ConnectionError("connection lost before WAIT"))
+            return
+        sent = self._conn.request(self._wait)
+        sent.add_done_callback(self._returned)
+        sent.add_done_callback(partial(_copy_outcome, waiting))
+
+
+def _copy_outcome(target: asyncio.Future[Reply], source: asyncio.Future[Reply]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
+
+
 class RedisLane:
     """Pipelined Redis calls over `connections` sockets, round-robin, each opened lazily.
 
@@ -228,6 +273,8 @@ class RedisLane:
             # fails the connect (with its backoff and a hint) instead of a caller's command.
             self._handshake = [_encode(("PING",))]
         self._conns: list[_Connection | None] = [None] * connections
+        self._waits: weakref.WeakKeyDictionary[_Connection, _WaitGroup] = (
+            weakref.WeakKeyDictionary())  # evalsha_then_wait's WAITs, per connection
         self._locks = [asyncio.Lock() for _ in range(connections)]
         self._next = 0
         self._retry_at = -math.inf
@@ -268,6 +315,46 @@ class RedisLane:
     async def execute(self, *args: Arg) -> Reply:
         """Any command with exactly one reply (PING, GET, SCRIPT LOAD, ...)."""
         return await self._send(_encode(args))
+
+    async def evalsha_then_wait(
+        self, script: _Lua, keys: Sequence[Arg] = (), args: Sequence[Arg] = (), *,
+        replicas: int, timeout_ms: int,
+    ) -> tuple[Reply, int]:
+        """EVALSHA, then `WAIT replicas timeout_ms` behind it on the same connection: the
+        reply, and how many replicas acknowledged the script's writes (0 too when the WAIT
+        failed after the script had run, whose effect stands either way). A Redis 7.0 script
+        may not call WAIT. The script's own errors raise as from `evalsha`.
+
+        One round trip: the WAIT goes in the same write, unless one is in flight on that
+        connection. A blocked WAIT holds every later command of its connection, so then the
+        call joins the next WAIT, sent as the one in flight returns and shared by all calls
+        queued meanwhile: a replica that does not answer costs a call at most two WAIT
+        timeouts, never a queue of them."""
+        payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
+        wait = _encode(("WAIT", replicas, timeout_ms))
+        try:
+            return await self._send_then_wait(payload, wait)
+        except errors.NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script.source)
+            return await self._send_then_wait(payload, wait)
+
+    async def _send_then_wait(self, payload: bytes, wait: bytes) -> tuple[Reply, int]:
+        slot = self._next
+        self._next = (slot + 1) % len(self._conns)
+        conn = self._conns[slot]
+        if conn is None or not conn.usable:
+            async with self._locks[slot]:  # as _connect_and_send
+                conn = self._conns[slot]
+                if conn is None or not conn.usable:
+                    conn = self._conns[slot] = await self._connect()
+        group = self._waits.get(conn)
+        if group is None:
+            group = self._waits[conn] = _WaitGroup(conn, wait)
+        reply, acked = await asyncio.gather(
+            conn.request(payload), asyncio.shield(group.after()), return_exceptions=True)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply, acked if isinstance(acked, int) else 0
 
     async def close(self) -> None:
         """Fail calls in flight with ConnectionError, drop every socket; later calls fail."""

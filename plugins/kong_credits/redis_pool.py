@@ -15,6 +15,7 @@ from .engine import AsyncEngine
 from .errors import RedisUnavailable
 from .redact import mask_url
 from .redis_lane import RedisLane
+from .replica_wait import ReplicaWait
 from .scripts import LuaScript
 from .shards import check_once
 
@@ -22,7 +23,9 @@ __all__ = ["ENGINES", "EngineCache"]
 
 
 class EngineCache:
-    """`get(url, timeout_ms)` returns the same AsyncEngine for the same Redis and timeout.
+    """`get(url, timeout_ms)` returns the same AsyncEngine for the same Redis and timeout
+    (and replica wait: with `wait_replicas`, each script call also waits for that many
+    replicas to hold its writes, replica_wait.py).
 
     A call whose reply is late or lost is asked once more with the same request id, so a
     request waits at most twice `timeout_ms` (plus a connect) before on_redis_error applies.
@@ -31,14 +34,18 @@ class EngineCache:
     """
 
     def __init__(self) -> None:
-        self._engines: dict[tuple[str, int], AsyncEngine] = {}
+        self._engines: dict[tuple[str, int, int, int], AsyncEngine] = {}
 
-    def get(self, redis_url: str, timeout_ms: int) -> AsyncEngine:
-        key = (redis_url, timeout_ms)
+    def get(self, redis_url: str, timeout_ms: int, *, wait_replicas: int = 0,
+            wait_timeout_ms: int = 0) -> AsyncEngine:
+        key = (redis_url, timeout_ms, wait_replicas, wait_timeout_ms)
         engine = self._engines.get(key)
         if engine is None:
             lane = RedisLane.from_url(redis_url, timeout_s=timeout_ms / 1000,
                                       connect_timeout_s=min(timeout_ms / 1000, 1.0))
+            if wait_replicas:  # WAIT behind each script call, same round trip
+                lane = ReplicaWait(lane, wait_replicas, wait_timeout_ms,
+                                   where=mask_url(redis_url))
 
             async def run(script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
                 try:

@@ -134,6 +134,21 @@ def plugin_schema(*, metered: bool = False) -> list[dict[str, Any]]:
             "description": "Longest wait for one Redis reply; a late one is asked for once "
                            "more (same request id, charged once) before on_redis_error applies.",
         }},
+        {"redis_wait_replicas": {
+            "type": "integer", "default": 0, "between": [0, 1], "required": True,
+            "description": "1: after each script call (authorize, and settle), wait for one "
+                           "replica to acknowledge its writes (Redis WAIT, in the same round "
+                           "trip), so a failover to that replica loses no admitted charge or "
+                           "event. Not acknowledged within redis_wait_timeout_ms: the request "
+                           "is still answered, the charge stands, and it is counted and "
+                           "logged. 0: no wait; a failover may lose the last replication lag's "
+                           "charges and events (README: Production Redis).",
+        }},
+        {"redis_wait_timeout_ms": {
+            "type": "integer", "default": 50, "between": [1, 60_000], "required": True,
+            "description": "With redis_wait_replicas 1: the longest wait for the replica's "
+                           "acknowledgement. Less than redis_timeout_ms.",
+        }},
     ]
 
 
@@ -163,6 +178,9 @@ class PluginConfig:
     allow_on_redis_error: bool
     redis_url: str
     redis_timeout_ms: int
+    redis_wait_replicas: int
+    """Replicas that must acknowledge each script call's writes (Redis WAIT): 0 or 1."""
+    redis_wait_timeout_ms: int
     route_id: str
     service_id: str
 
@@ -200,9 +218,23 @@ def parse_config(raw: dict[str, Any], *, metered: bool = False) -> PluginConfig:
         allow_on_redis_error=config["on_redis_error"] == "allow",
         redis_url=redis_url,
         redis_timeout_ms=config["redis_timeout_ms"],
+        redis_wait_replicas=config["redis_wait_replicas"],
+        redis_wait_timeout_ms=_wait_timeout_ms(config, "credits-metered" if metered else "credits"),
         route_id=route_id,
         service_id=service_id,
     )
+
+
+def _wait_timeout_ms(config: dict[str, Any], plugin: str) -> int:
+    """redis_wait_timeout_ms, below redis_timeout_ms when waiting: the WAIT's reply comes
+    within the same call's deadline, so a replica that does not answer is counted, not taken
+    for a Redis that does not answer (which would drop the connection and ask again)."""
+    wait_ms = config["redis_wait_timeout_ms"]
+    if config["redis_wait_replicas"] and wait_ms >= config["redis_timeout_ms"]:
+        raise InvalidInput(
+            f"invalid {plugin} config: redis_wait_timeout_ms ({wait_ms}) must be less than "
+            f"redis_timeout_ms ({config['redis_timeout_ms']})")
+    return int(wait_ms)
 
 
 def _redis_url(configured: str | None, plugin: str) -> str:
