@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
 import redis
 
 from kong_credits import wallets
-from kong_credits.engine import AuthorizeRequest, Engine, RateLimit
+from kong_credits.engine import (
+    AbuseDetection,
+    AuthorizeRequest,
+    Engine,
+    PreparedAuthorize,
+    RateLimit,
+    authorize_call,
+)
+from kong_credits.errors import InvalidInput
 from kong_credits.keys import WalletKeys
 
 NOW = int(time.time() * 1000)
@@ -241,3 +250,32 @@ class TestSettle:
         wallets.grant(r, "acme", 50)
         assert engine.settle("never-held", "acme", 5).status == 404
         assert events(r) == [] and wallets.balance(r, "acme").balance == 50
+
+
+# --- the plugin's prepared authorize ----------------------------------------------------------
+
+
+def test_prepared_authorize_is_authorize_call_with_the_config_laid_out_once():
+    limit_sets = [(), (RateLimit(60, 5),), (RateLimit(1, 2), RateLimit(86_400, 100))]
+    abuses = [None, AbuseDetection(factor=2.5, warmup_minutes=3, min_rate=7,
+                                   throttle_per_minute=9)]
+    for wallet, limits, hold, abuse, scope in itertools.product(
+            ["acme", "team/alice", "café"], limit_sets, [False, True], abuses, ["", "route-1"]):
+        config = {"cost": 3, "route": "r-1", "service": "s-é", "limits": limits,
+                  "limit_scope": scope, "hold": hold, "abuse": abuse}
+        ttls = {"answer_ttl_ms": 20_500, "hold_ms": 60_000}
+        expected = authorize_call(AuthorizeRequest(
+            "req-1", wallet, "consumer:ü", method="GET", path="/v1/ü", **config), **ttls)
+        prepared = PreparedAuthorize(**config, **ttls)
+        assert prepared.call("req-1", wallet, "consumer:ü", "GET", "/v1/ü") == expected
+
+
+def test_prepared_authorize_checks_what_authorize_call_checks():
+    for config in ({"cost": -1}, {"cost": True}, {"cost": 1.0}, {"cost": 0, "hold": True},
+                   {"cost": 1, "limit_scope": "a:b"}):
+        with pytest.raises(InvalidInput):
+            PreparedAuthorize(**config)
+    prepared = PreparedAuthorize(cost=1)
+    for request_id, wallet in (("id:1", "acme"), ("", "acme"), ("id", " acme"), ("id", "a//b")):
+        with pytest.raises(InvalidInput):
+            prepared.call(request_id, wallet, "c")

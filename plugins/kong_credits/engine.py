@@ -29,6 +29,7 @@ __all__ = [
     "AuthorizeRequest",
     "Decision",
     "Engine",
+    "PreparedAuthorize",
     "RateLimit",
     "Settlement",
     "authorize_call",
@@ -200,6 +201,61 @@ def authorize_call(
     return keys, args
 
 
+@lru_cache(maxsize=4096)
+def _wallet_call_parts(wallet: str) -> tuple[tuple[str, ...], str, str, tuple[str, ...], str,
+                                              str]:
+    """What an authorize call takes from the wallet alone, built once per wallet: the 10
+    family keys and the event stream; the request and reservation key prefixes; alerts,
+    throttle, holds; the rate-limit key prefix; the parent's name."""
+    keys, parent, family = _family(wallet)
+    return ((*family, keys.events), keys.request(""), keys.reservation(""),
+            (keys.alerts, keys.throttle, keys.holds),
+            keys.rate_limit("", 0, "").partition(":rl:")[0] + ":rl:", parent)
+
+
+class PreparedAuthorize:
+    """authorize.lua for one plugin config: `authorize_call` with what the config fixes
+    (price, route, service, limits, hold, abuse detection) checked and laid out once, so a
+    request adds only its id, wallet, consumer, method and path.
+
+    `call(...)` returns what `authorize_call(AuthorizeRequest(...))` returns for the same
+    request, and checks the same: the request id and the wallet name.
+    """
+
+    __slots__ = ("_args_config", "_args_head", "_args_route", "_limits", "hold")
+
+    def __init__(self, *, cost: int, route: str = "", service: str = "",
+                 limits: Sequence[RateLimit] = (), limit_scope: str = "", hold: bool = False,
+                 abuse: AbuseDetection | None = None,
+                 answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
+                 hold_ms: int = DEFAULT_HOLD_MS) -> None:
+        # authorize_call's checks of the config, once (with a valid request id and wallet)
+        _, args = authorize_call(AuthorizeRequest(
+            request_id="x", wallet="x", consumer="", cost=cost, route=route, service=service,
+            limits=tuple(limits), limit_scope=limit_scope, hold=hold, abuse=abuse,
+        ), answer_ttl_ms=answer_ttl_ms, hold_ms=hold_ms)
+        self.hold = hold
+        self._limits = tuple(f"{rate_limit.period_s}:{limit_scope}:" for rate_limit in limits)
+        self._args_head = tuple(args[1:5])  # cost, now_ms, answer_ttl_ms, hold_ms
+        self._args_route = tuple(args[7:9])  # route, service
+        self._args_config = tuple(args[12:])  # abuse detection, the limits
+
+    def call(self, request_id: str, wallet: str, consumer: str, method: str = "",
+             path: str = "") -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of authorize.lua for one request (InvalidInput: a bad request id or
+        wallet name)."""
+        keys_head, request_key, hold_key, keys_tail, rate_limit_key, parent = (
+            _wallet_call_parts(wallet))
+        parse_request_id(request_id)
+        return [
+            *keys_head, request_key + request_id, hold_key + request_id, *keys_tail,
+            *[f"{rate_limit_key}{window}{consumer}" for window in self._limits],
+        ], [
+            request_id, *self._args_head, wallet, consumer, *self._args_route, method, path,
+            parent, *self._args_config,
+        ]
+
+
 def settle_call(
     request_id: str,
     wallet: str,
@@ -277,6 +333,21 @@ class AsyncEngine:
     async def authorize(self, request: AuthorizeRequest) -> Decision:
         keys, args = authorize_call(request, answer_ttl_ms=self.answer_ttl_ms,
                                     hold_ms=self.hold_ms)
+        return Decision.from_reply(await self._run(AUTHORIZE, keys, args))
+
+    def prepare(self, *, cost: int, route: str = "", service: str = "",
+                limits: Sequence[RateLimit] = (), limit_scope: str = "", hold: bool = False,
+                abuse: AbuseDetection | None = None) -> PreparedAuthorize:
+        """A config's authorize, checked and laid out once with this engine's TTLs."""
+        return PreparedAuthorize(cost=cost, route=route, service=service, limits=limits,
+                                 limit_scope=limit_scope, hold=hold, abuse=abuse,
+                                 answer_ttl_ms=self.answer_ttl_ms, hold_ms=self.hold_ms)
+
+    async def authorize_prepared(self, prepared: PreparedAuthorize, request_id: str,
+                                 wallet: str, consumer: str, method: str = "",
+                                 path: str = "") -> Decision:
+        """`authorize` of the request that `prepared` and these fields make."""
+        keys, args = prepared.call(request_id, wallet, consumer, method, path)
         return Decision.from_reply(await self._run(AUTHORIZE, keys, args))
 
     async def settle(self, request_id: str, wallet: str, cost: int, *,

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from . import __version__
-from .engine import AuthorizeRequest, Decision
+from .engine import Decision
 from .errors import InvalidInput, RedisUnavailable
 from .money import parse_whole_number
 from .names import parse_wallet
@@ -149,6 +149,11 @@ class Plugin:
         self.engine = ENGINES.get(self.config.redis_url, self.config.redis_timeout_ms,
                                   wait_replicas=self.config.redis_wait_replicas,
                                   wait_timeout_ms=self.config.redis_wait_timeout_ms)
+        config = self.config
+        self._authorize = self.engine.prepare(
+            cost=config.cost, route=config.route_id, service=config.service_id,
+            limits=config.limits, limit_scope=config.limit_scope, hold=self.metered,
+            abuse=config.abuse)
         self._outage = _Throttled()
         self._unusable_wallet = _Throttled()  # logged apart: neither hides the other
 
@@ -166,21 +171,16 @@ class Plugin:
         method = path = ""
         if config.record_request:
             method, path = split_request_line(await kong.nginx.get_var("request"))
-        request = AuthorizeRequest(
-            request_id=REQUEST_IDS.next(), wallet=wallet,
-            consumer=str(consumer.get("id") or consumer.get("username")),
-            cost=config.cost, route=config.route_id, service=config.service_id,
-            method=method, path=path, limits=config.limits, limit_scope=config.limit_scope,
-            hold=self.metered, abuse=config.abuse,
-        )
+        request_id = REQUEST_IDS.next()
         try:
-            decision = await self.engine.authorize(request)
+            decision = await self.engine.authorize_prepared(
+                self._authorize, request_id, wallet,
+                str(consumer.get("id") or consumer.get("username")), method, path)
         except RedisUnavailable as exc:
             return await self._redis_down(kong, exc)
         if decision.admitted:
-            if request.hold:
-                await kong.ctx.shared.set(HOLD_CTX_KEY, {"id": request.request_id,
-                                                         "wallet": request.wallet})
+            if self.metered:
+                await kong.ctx.shared.set(HOLD_CTX_KEY, {"id": request_id, "wallet": wallet})
             return await kong.response.set_headers({
                 "X-Credits-Cost": str(decision.cost),
                 "X-Credits-Remaining": str(decision.balance),
