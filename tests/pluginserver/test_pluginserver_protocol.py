@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import sys
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
 from waits import wait_until
 
+from kong_credits.pluginserver import PluginServer, load_directory
 from kong_credits.pluginserver.ids import id_counter
 from kong_credits.pluginserver.wire import EventAnswer, pack, pack_answer
 
@@ -321,6 +324,31 @@ def test_event_answer_framing_matches_plain_packing():
             None,
             {"EventId": event_id, "Data": data},
         ]
+
+
+def test_answer_serves_events_without_a_connection():
+    """PluginServer.answer(), the transport-free entry point, runs events like a connection."""
+
+    async def main() -> list:
+        rpc = PluginServer(load_directory(Path(__file__).parent / "plugins"))
+
+        async def call(msgid: int, method: str, arg: object) -> list:
+            return msgpack.unpackb(await rpc.answer([0, msgid, method, [arg]]), raw=False)
+
+        started = await call(1, "plugin.StartInstance", {"Name": "echo", "Config": "{}"})
+        instance_id = started[3]["Id"]
+        _, _, _, first = await call(2, "plugin.HandleEvent",
+                                    {"InstanceId": instance_id, "EventName": "access"})
+        event_id = first["EventId"]
+        return [first, await call(3, "plugin.Step", {"EventId": event_id, "Data": "v"}),
+                await call(4, "plugin.Step", {"EventId": event_id}),
+                await call(5, "plugin.Step", {"EventId": event_id})]
+
+    first, second, last, gone = asyncio.run(main())
+    assert first["Data"] == {"Method": "kong.request.get_header", "Args": ["x-input"]}
+    assert second[3]["Data"] == {"Method": "kong.response.set_header", "Args": ["X-Echo", "v"]}
+    assert last[:3] == [1, 4, None] and last[3]["Data"] == "ret"
+    assert gone[2] == f"event id {first['EventId']} not found"
 
 
 def test_messages_split_across_reads_are_reassembled(kong):

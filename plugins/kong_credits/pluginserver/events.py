@@ -2,11 +2,14 @@
 
 An event lives from HandleEvent until its handler returns, it calls kong.response.exit/error,
 or it has heard nothing from Kong for `timeout_s`. State is keyed by EventId only, never by
-connection: Kong may send each Step of one event on a different pooled connection.
+connection: Kong may send each Step of one event on a different pooled connection, so each
+HandleEvent or Step names the `Waiter` (its connection) and msgid that the event's next
+answer goes to, and the handler's next PDK call (or its end) writes that answer at once.
 
 Invariants of Event (they make every path answer Kong exactly once per request):
-1. reply is None once the event is over; the table no longer holds it.
-2. reply is done <=> a PDK call was sent and pending awaits Kong's Step, or the event is over.
+1. over is True once the event is over; the table no longer holds it.
+2. waiter is set <=> Kong waits for this event's next answer (HandleEvent, or a Step after
+   which the handler runs); it is cleared as the answer is given.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import EventFinished, PDKError, PluginServerError
 from .ids import id_counter
 from .pdk import Kong
-from .wire import RET, pack
+from .wire import RET, EventAnswer, pack, pack_answer, pack_error
 
-__all__ = ["TERMINAL_METHODS", "Event", "EventTable", "Handler"]
+__all__ = ["TERMINAL_METHODS", "Event", "EventTable", "Handler", "Waiter"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,25 +48,35 @@ class _Sent:
 _SENT = _Sent()
 
 
+class Waiter(Protocol):
+    """Where an event's answer to an RPC goes: the connection that sent the RPC."""
+
+    def answered(self, data: bytes) -> None:
+        """Write `data`, the packed answer to the RPC this waiter is waiting on."""
+
+
 class Event:
     """One phase handler run, bridged to Kong: the handler's PDK calls become our answers."""
 
-    __slots__ = ("_loop", "_table", "deadline", "id", "label", "pending", "reply", "task")
+    __slots__ = ("_loop", "_table", "deadline", "id", "label", "msgid", "over", "pending",
+                 "task", "waiter")
 
-    def __init__(self, event_id: int, label: str, table: EventTable) -> None:
-        self._loop = loop = asyncio.get_running_loop()
+    def __init__(self, event_id: int, label: str, table: EventTable,
+                 loop: asyncio.AbstractEventLoop, waiter: Waiter, msgid: Any) -> None:
+        self._loop = loop
         self._table = table
         self.id = event_id
         self.label = label
-        self.reply: asyncio.Future[bytes] | None = loop.create_future()
+        self.waiter: Waiter | None = waiter
+        self.msgid = msgid
+        self.over = False
         self.pending: asyncio.Future[Any] | None = None
         self.deadline = loop.time() + table.timeout_s
         self.task: asyncio.Task[None] | None = None
 
     def call(self, method: str, args: tuple[Any, ...]) -> Awaitable[Any]:
         """Send one PDK call to Kong (the handler side); the awaitable yields Kong's answer."""
-        reply = self.reply
-        if reply is None or reply.cancelled():
+        if self.over:
             raise EventFinished(f"{self.label}: {method} after the event ended (exit or timeout)")
         if self.pending is not None:
             raise PDKError(f"{self.label}: {method} while another PDK call is pending; await each")
@@ -72,33 +85,39 @@ class Event:
             self.close(data)
             return _SENT
         self.pending = pending = self._loop.create_future()
-        reply.set_result(data)
+        self._answer(data)
         return pending
 
-    def resume(self, data: Any) -> asyncio.Future[bytes]:
-        """Hand Kong's Step Data to the waiting handler; return the future of the next answer."""
+    def resume(self, data: Any, waiter: Waiter, msgid: Any) -> None:
+        """Hand Kong's Step Data to the waiting handler; its next answer goes to `waiter`."""
         pending = self.pending
         if pending is None:
             raise PluginServerError(f"event id {self.id} is not waiting for a PDK result")
         self.pending = None
-        self.reply = reply = self._loop.create_future()
+        self.waiter, self.msgid = waiter, msgid
         self.deadline = self._loop.time() + self._table.timeout_s
         if not pending.done():
             pending.set_result(data)
-        return reply
+
+    def _answer(self, data: bytes) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            waiter.answered(pack_answer(self.msgid, EventAnswer(self.id, data)))
 
     def close(self, outcome: bytes | BaseException) -> None:
         """End the event: answer the RPC waiting for it (if any) and drop it from the table."""
-        reply = self.reply
-        if reply is None:
+        if self.over:
             return
-        self.reply = None
+        self.over = True
         self._table.discard(self)
-        if not reply.done():
-            if isinstance(outcome, BaseException):
-                reply.set_exception(outcome)
-            else:
-                reply.set_result(outcome)
+        if not isinstance(outcome, BaseException):
+            self._answer(outcome)
+            return
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            message = str(outcome) if isinstance(outcome, PluginServerError) \
+                else f"{type(outcome).__name__}: {outcome}"
+            waiter.answered(pack_error(self.msgid, message))
 
 
 class EventTable:
@@ -113,6 +132,9 @@ class EventTable:
         self._events: dict[int, Event] = {}
         self._running: set[Event] = set()
         self._ids = id_counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop `sweep_forever` runs on: the one serving Kong (spares a get_running_loop,
+        a getpid system call, per event)."""
 
     def __len__(self) -> int:
         return len(self._events)
@@ -121,26 +143,24 @@ class EventTable:
     def running(self) -> int:
         return len(self._running)
 
-    def open(self, handler: Handler, label: str) -> tuple[int, asyncio.Future[bytes]]:
-        """Start `handler` as a task; return the event id and the future of the first answer."""
-        event = Event(next(self._ids), label, self)
-        reply = event.reply
-        assert reply is not None
+    def open(self, handler: Handler, label: str, waiter: Waiter, msgid: Any) -> None:
+        """Start `handler` as a task; its first PDK call (or end) answers `waiter`'s msgid."""
+        loop = self._loop or asyncio.get_running_loop()
+        event = Event(next(self._ids), label, self, loop, waiter, msgid)
         self._events[event.id] = event
         self._running.add(event)
-        event.task = event._loop.create_task(self._run(event, handler))
-        return event.id, reply
+        event.task = loop.create_task(self._run(event, handler))
 
     def skip(self) -> int:
         """An event id for a phase the instance has nothing to do in: answered "ret" at once."""
         return next(self._ids)
 
-    def step(self, event_id: int, data: Any) -> asyncio.Future[bytes]:
-        """Feed a PDK result to event `event_id`; return the future of its next answer."""
+    def step(self, event_id: int, data: Any, waiter: Waiter, msgid: Any) -> None:
+        """Feed a PDK result to event `event_id`; its next answer goes to `waiter`'s msgid."""
         event = self._events.get(event_id)
         if event is None:
             raise PluginServerError(f"event id {event_id} not found")
-        return event.resume(data)
+        event.resume(data, waiter, msgid)
 
     def discard(self, event: Event) -> None:
         self._events.pop(event.id, None)
@@ -158,11 +178,14 @@ class EventTable:
 
     async def sweep_forever(self) -> None:
         """Run expire() a few times per timeout, for as long as the server runs."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         interval = min(max(self.timeout_s / 4, 0.01), 5.0)
-        while True:
-            await asyncio.sleep(interval)
-            self.expire(loop.time())
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                self.expire(loop.time())
+        finally:
+            self._loop = None
 
     def cancel_all(self) -> None:
         """Cancel every running handler and answer the RPCs waiting on them (shutdown)."""
@@ -185,6 +208,6 @@ class EventTable:
             event.close(PluginServerError(f"{event.label} failed: {type(exc).__name__}: {exc}"))
         finally:
             self._running.discard(event)
-            if event.pending is not None and event.reply is not None and not event.pending.done():
+            if event.pending is not None and not event.over and not event.pending.done():
                 logger.warning("%s returned without awaiting its PDK call", event.label)
             event.close(RET)

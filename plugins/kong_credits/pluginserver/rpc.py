@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from .errors import PluginServerError, ProtocolError
-from .events import EventTable
+from .events import EventTable, Waiter
 from .instances import InstanceTable
 from .loader import PluginModule
 from .wire import RET, EventAnswer, pack_answer, pack_error
@@ -49,19 +49,16 @@ def _request(message: Any) -> tuple[Any, Any, Any]:
 class PendingAnswer:
     """An answer not ready yet: `future` completes, then `packed()` is the answer to write.
 
-    For HandleEvent and Steps, `future` is the event's reply (its packed Data): the answer is
-    framed around it with no coroutine of its own. Anything else runs `answer()` as a task,
-    whose result is already the packed answer.
+    For the methods other than HandleEvent and Steps: `answer()` runs as a task, whose result
+    is already the packed answer.
     """
 
-    __slots__ = ("event_id", "future", "method", "msgid")
+    __slots__ = ("future", "method", "msgid")
 
-    def __init__(self, future: asyncio.Future[bytes], msgid: Any, method: str,
-                 event_id: int | None = None) -> None:
+    def __init__(self, future: asyncio.Future[bytes], msgid: Any, method: str) -> None:
         self.future = future
         self.msgid = msgid
         self.method = method
-        self.event_id = event_id
 
     def packed(self) -> bytes:
         future = self.future
@@ -69,13 +66,24 @@ class PendingAnswer:
             return pack_error(self.msgid, f"{self.method} was cancelled")
         exc = future.exception()
         if exc is None:
-            data = future.result()
-            return data if self.event_id is None else pack_answer(
-                self.msgid, EventAnswer(self.event_id, data))
+            return future.result()
         if isinstance(exc, PluginServerError):
             return pack_error(self.msgid, str(exc))
         logger.error("rpc #%s %s failed", self.msgid, self.method, exc_info=exc)
         return pack_error(self.msgid, f"{self.method} failed: {type(exc).__name__}: {exc}")
+
+
+class _FutureWaiter:
+    """A Waiter that completes a future: `answer()`'s way to await an event's answer."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def answered(self, data: bytes) -> None:
+        if not self.future.done():
+            self.future.set_result(data)
 
 
 class PluginServer:
@@ -99,50 +107,50 @@ class PluginServer:
             "plugin.StartInstance": self.start_instance,
             "plugin.InstanceStatus": self.instance_status,
             "plugin.CloseInstance": self.close_instance,
-            "plugin.HandleEvent": self.handle_event,
         }
-        methods.update(dict.fromkeys(_STEP_METHODS, self.step))
         self._methods = methods
-        self._fast = dict.fromkeys(_STEP_METHODS, self._open_step)
-        self._fast["plugin.HandleEvent"] = self._open_event
+        self._events = dict.fromkeys(_STEP_METHODS, self._step)
+        self._events["plugin.HandleEvent"] = self._open_event
 
-    def dispatch(self, message: Any) -> bytes | PendingAnswer:
-        """Like `answer()`, without a coroutine when it can: the packed answer, or a
-        PendingAnswer to write once its future is done.
+    def dispatch(self, message: Any, waiter: Waiter) -> bytes | PendingAnswer | None:
+        """Like `answer()`, without a coroutine when it can: the packed answer; None when an
+        event will give `waiter` its answer (`waiter.answered(...)`); or a PendingAnswer to
+        write once its future is done.
 
-        HandleEvent and Step (every message of a request but StartInstance) take the fast
-        path; the other methods run `answer()` as a task. Raises ProtocolError like answer().
+        HandleEvent and Step (every message of a request but StartInstance) are handed to
+        their event with the waiter; the other methods run `answer()` as a task. Raises
+        ProtocolError like answer().
         """
         msgid, method, args = _request(message)
-        fast = self._fast.get(method)
-        if fast is None:
+        handle = self._events.get(method)
+        if handle is None:
             task = asyncio.get_running_loop().create_task(self.answer(message))
             return PendingAnswer(task, msgid, str(method))
         try:
-            event_id, reply = fast(args[0] if args else None)
+            return handle(args[0] if args else None, waiter, msgid)
         except PluginServerError as exc:
             return pack_error(msgid, str(exc))
         except Exception as exc:
             logger.exception("rpc #%s %s failed", msgid, method)
             return pack_error(msgid, f"{method} failed: {type(exc).__name__}: {exc}")
-        if type(reply) is bytes:
-            return pack_answer(msgid, EventAnswer(event_id, reply))
-        reply = cast(asyncio.Future[bytes], reply)
-        return PendingAnswer(reply, msgid, method, event_id)
 
-    def _open_event(self, arg: dict[str, Any]) -> tuple[int, asyncio.Future[bytes] | bytes]:
+    def _open_event(self, arg: dict[str, Any], waiter: Waiter, msgid: Any) -> bytes | None:
+        """HandleEvent {InstanceId, EventName} -> {EventId, Data}: the handler's first PDK
+        call or "ret", given to `waiter` by the event (None) or at once (the answer)."""
         instance = self.instances.get(arg["InstanceId"])
         phase = arg["EventName"]
         entry = instance.handlers.get(phase, _NO_PHASE)
         if entry is None:  # nothing to do in this phase for this instance
-            return self.events.skip(), RET
+            return pack_answer(msgid, EventAnswer(self.events.skip(), RET))
         if entry is _NO_PHASE:
             raise PluginServerError(f"{instance.module.name} has no {phase} phase")
-        return self.events.open(*entry)
+        self.events.open(*entry, waiter, msgid)
+        return None
 
-    def _open_step(self, arg: dict[str, Any]) -> tuple[int, asyncio.Future[bytes]]:
-        event_id = arg["EventId"]
-        return event_id, self.events.step(event_id, arg.get("Data"))
+    def _step(self, arg: dict[str, Any], waiter: Waiter, msgid: Any) -> None:
+        """Step {EventId, Data} -> {EventId, Data}: the result goes in, the next call comes
+        out, to `waiter`."""
+        self.events.step(arg["EventId"], arg.get("Data"), waiter, msgid)
 
     async def answer(self, message: Any) -> bytes:
         """Packed answer to one request `[0, msgid, method, [arg]]`: a result or an error string.
@@ -150,6 +158,10 @@ class PluginServer:
         Raises ProtocolError only when the message is not a request at all.
         """
         msgid, method, args = _request(message)
+        if method in self._events:
+            waiter = _FutureWaiter()
+            now = self.dispatch(message, waiter)
+            return cast(bytes, now) if now is not None else await waiter.future
         try:
             fn = self._methods.get(method)
             if fn is None:
@@ -160,16 +172,6 @@ class PluginServer:
         except Exception as exc:
             logger.exception("rpc #%s %s failed", msgid, method)
             return pack_error(msgid, f"{method} failed: {type(exc).__name__}: {exc}")
-
-    async def handle_event(self, arg: dict[str, Any]) -> EventAnswer:
-        """{InstanceId, EventName} -> {EventId, Data}: the handler's first PDK call or "ret"."""
-        event_id, reply = self._open_event(arg)
-        return EventAnswer(event_id, reply if type(reply) is bytes else await reply)
-
-    async def step(self, arg: dict[str, Any]) -> EventAnswer:
-        """{EventId, Data} -> {EventId, Data}: the result goes in, the next call comes out."""
-        event_id, reply = self._open_step(arg)
-        return EventAnswer(event_id, await reply)
 
     async def start_instance(self, arg: dict[str, Any]) -> dict[str, Any]:
         """{Name, Config (JSON string)} -> {Name, Id, Config, StartTime}; Kong reads only Id."""

@@ -31,9 +31,10 @@ class _KongConnection(asyncio.Protocol):
 
     Kong keeps one request in flight per connection, so the queue is almost always empty; it
     keeps a client that pipelines anyway answered in order. No task per connection and no
-    coroutine per request: `data_received` dispatches, and a pending answer is written from
-    its future's callback. Event state is not here: it lives in the PluginServer, because one
-    event's Steps may arrive on different connections.
+    coroutine per request: `data_received` dispatches; an event writes its answer through
+    `answered()` as its handler makes its next PDK call (or ends), and any other pending
+    answer is written from its future's callback. Event state is not here: it lives in the
+    PluginServer, because one event's Steps may arrive on different connections.
     """
 
     def __init__(self, listener: Listener) -> None:
@@ -42,7 +43,8 @@ class _KongConnection(asyncio.Protocol):
         self._unpacker = new_unpacker()
         self._queue: deque[Any] = deque()
         self._transport: asyncio.Transport | None = None
-        self.pending: PendingAnswer | None = None
+        self.pending: PendingAnswer | bool | None = None
+        """The request being answered: an event's (True) or a PendingAnswer; None if idle."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -67,28 +69,37 @@ class _KongConnection(asyncio.Protocol):
         transport = self._transport
         while self._queue and transport is not None:
             try:
-                answer = self._dispatch(self._queue.popleft())
+                answer = self._dispatch(self._queue.popleft(), self)
             except ProtocolError as exc:
                 self._refuse(exc)
                 return
             if type(answer) is bytes:
                 transport.write(answer)
                 continue
+            if answer is None:  # its event calls answered()
+                self.pending = True
+                return
             answer = cast(PendingAnswer, answer)
             self.pending = answer
-            answer.future.add_done_callback(self._answered)
+            answer.future.add_done_callback(self._answered_later)
             return
         if self._listener.closing:
             self.close()
 
-    def _answered(self, _future: asyncio.Future[bytes]) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None and self._transport is not None \
-                and not self._transport.is_closing():
+    def answered(self, data: bytes) -> None:
+        """The answer to the request in flight (events.Waiter): written at once."""
+        self.pending = None
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
             # One answer per request and one request in flight: the write buffer stays
             # small, so there is no flow control to wait for.
-            self._transport.write(pending.packed())
+            transport.write(data)
             self._answer_queued()
+
+    def _answered_later(self, _future: asyncio.Future[bytes]) -> None:
+        pending = self.pending
+        if isinstance(pending, PendingAnswer):
+            self.answered(pending.packed())
 
     def _refuse(self, exc: Exception) -> None:
         logger.warning("closing a connection that does not speak MessagePack-RPC: %s", exc)
@@ -99,7 +110,7 @@ class _KongConnection(asyncio.Protocol):
             self._transport.close()
 
     def abort(self) -> None:
-        if self.pending is not None:
+        if isinstance(self.pending, PendingAnswer):
             self.pending.future.cancel()
         if self._transport is not None:
             self._transport.abort()
