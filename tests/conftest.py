@@ -11,6 +11,7 @@ import redis
 from kong_credits.redis_server import EmbeddedRedis
 
 if TYPE_CHECKING:  # imported by the fixtures: only TLS tests need the cryptography package
+    from redis_cluster import LocalCluster
     from tls_redis import Certificates, TlsRedis
 
 pytest_plugins = ["skip_check"]  # a skip not declared in expected_skips fails the run
@@ -62,3 +63,21 @@ def mtls_redis(tls_certs: Certificates) -> Iterator[TlsRedis]:
     server = TlsRedis(tls_certs, client_certs=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """Redis Cluster, 3 masters + 3 replicas, shared by every cluster test of the session."""
+    from redis_cluster import LocalCluster
+
+    cluster = LocalCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster: LocalCluster) -> LocalCluster:
+    """The session's cluster healthy again (a killed master back, as a replica) and empty."""
+    redis_cluster.ready()
+    redis_cluster.flush()
+    return redis_cluster

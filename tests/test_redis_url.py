@@ -159,10 +159,10 @@ def test_the_env_variable_is_checked_the_same_way() -> None:
     assert SECRET not in result.output
 
 
-def test_the_demo_refuses_forms_the_plugin_cannot_use_yet() -> None:
-    result = CliRunner().invoke(main, ["demo", "--redis-url", "redis+cluster://h:7000"])
+def test_the_demo_refuses_a_url_the_plugin_cannot_use() -> None:
+    result = CliRunner().invoke(main, ["demo", "--redis-url", "redis+cluster://h:7000/3"])
     assert result.exit_code == 2
-    assert "does not support Redis Cluster URLs yet" in result.output
+    assert "a cluster has no database number" in result.output
 
 
 def test_plugin_config_refuses_a_malformed_url_at_start(monkeypatch) -> None:
@@ -180,8 +180,8 @@ def test_plugin_config_refuses_a_malformed_url_at_start(monkeypatch) -> None:
 
 @pytest.mark.parametrize(("url", "message"), [
     (BAD[2][0], "invalid Redis URL"),
-    ("redis+cluster://127.0.0.1:7000", "hot path does not support Redis Cluster URLs yet"),
-    ("redis+sentinel://127.0.0.1:26379/m", "hot path does not support Redis Sentinel URLs"),
+    ("redis+cluster://127.0.0.1:7000/3", "a cluster has no database number"),
+    ("redis+sentinel://127.0.0.1:26379", "name the master"),
 ])
 def test_start_instance_fails_clearly_on_a_url_the_plugin_cannot_use(url: str,
                                                                      message: str) -> None:

@@ -218,11 +218,11 @@ def ledger(wallet: str, limit: int, as_json: bool, redis_url: str) -> None:
 def demo(redis_url: str | None, kong_yml: str, listen: str, keep_running: bool) -> None:
     """Run Redis, the plugin server, the Kong-protocol host and an upstream; send traffic."""
     from .demo import DemoOptions, redis_for_demo, run_demo
-    from .redis_lane import RedisLane
+    from .redis_routing import lane_from_url
 
     if redis_url:
-        try:  # the plugin's own check: the hot path's forms only
-            RedisLane.from_url(redis_url)
+        try:  # the plugin's own check
+            lane_from_url(redis_url)
         except InvalidInput as exc:
             raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     with redis_for_demo(redis_url) as url:

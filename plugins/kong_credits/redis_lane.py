@@ -4,9 +4,10 @@ redis.asyncio spends ~60 us of CPU per call. Here a call is packed to RESP (by h
 for one socket write per loop iteration and awaits a future that `data_received` resolves:
 replies come back in the order commands went out, so any number of concurrent callers share
 one connection.
-TCP (TLS with an `ssl_context`, as `rediss://` URLs give) or a unix socket, to one node.
-One reply per command, RESP2: no pub/sub, MONITOR or MULTI; everything else stays on redis-py.
-Errors are redis-py's, so callers catch one hierarchy:
+TCP (TLS with an `ssl_context`, as `rediss://` URLs give) or a unix socket, to one node;
+Redis Cluster is a lane composed of these (redis_routing.py; `lane_from_url` there builds
+the right one for any URL). One reply per command, RESP2: no pub/sub, MONITOR or MULTI;
+everything else stays on redis-py. Errors are redis-py's, so callers catch one hierarchy:
 
     RedisError
     ├── ConnectionError     refused, lost, backing off, in flight behind a timed-out call, or
@@ -16,7 +17,9 @@ Errors are redis-py's, so callers catch one hierarchy:
     ├── TimeoutError        no reply within timeout_s; the connection is dropped, since a late
     │                       reply would otherwise be handed to the next caller
     └── ResponseError       an error reply; the connection stays usable
-        └── NoScriptError   handled inside `evalsha`: SCRIPT LOAD, then one retry
+        ├── NoScriptError   handled inside `evalsha`: SCRIPT LOAD, then one retry
+        └── MovedError, AskError, TryAgainError, ClusterDownError: a cluster's answers,
+                            which the cluster lane follows
 """
 
 from __future__ import annotations
@@ -35,26 +38,33 @@ import hiredis
 from redis import exceptions as errors
 
 from .errors import InvalidInput
-from .redis_url import CLIENT_CERT_HINT, parse_redis_url
+from .redis_url import CLIENT_CERT_HINT, RedisLocation, parse_redis_url
 
-__all__ = ["RedisLane", "Script"]
+__all__ = ["RedisLane", "Script", "command"]
 
 Arg: TypeAlias = bytes | str | int
 Reply: TypeAlias = Any  # bytes | int | None | list[Reply]: RESP2 as hiredis parses it
 
 _INCOMPLETE = object()
-_ERRORS: dict[str, type[errors.RedisError]] = {  # redis-py's map, minus cluster and modules
+_ERRORS: dict[str, type[errors.RedisError]] = {  # redis-py's map, minus modules
     "ERR": errors.ResponseError, "NOSCRIPT": errors.NoScriptError,
     "WRONGPASS": errors.AuthenticationError, "NOAUTH": errors.AuthenticationError,
     "NOPERM": errors.NoPermissionError, "READONLY": errors.ReadOnlyError,
     "OOM": errors.OutOfMemoryError, "LOADING": errors.BusyLoadingError,
+    "MOVED": errors.MovedError, "ASK": errors.AskError, "TRYAGAIN": errors.TryAgainError,
+    "CLUSTERDOWN": errors.ClusterDownError,
 }
 
 
 def _error(reply: errors.ResponseError) -> errors.RedisError:
     code, _, message = str(reply).partition(" ")
     kind = _ERRORS.get(code)
-    return kind(message) if kind else reply
+    if kind is None:
+        return reply
+    try:
+        return kind(message)
+    except ValueError:  # a MOVED or ASK whose address redis-py cannot parse: as it came
+        return reply
 
 
 _PLAIN = frozenset((bytes, str, int))
@@ -80,6 +90,15 @@ def _encode(args: tuple[Arg, ...]) -> bytes:
             raise errors.DataError(f"invalid argument {arg!r}: use bytes, str or int")
         out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def command(*args: Arg) -> bytes:
+    """One command packed as RESP, for `RedisLane.send`: lanes built on RedisLane pack a call
+    once and may send it to several nodes."""
+    return _encode(args)
+
+
+_ASKING = _encode(("ASKING",))
 
 
 class Script:
@@ -259,6 +278,8 @@ class RedisLane:
         if connections < 1 or timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError("connections, timeout_s and connect_timeout_s must be positive")
         self._host, self._port, self._path = host, port, path
+        self.address = (host, port)
+        """(host, port) of a TCP node: the key the cluster lane knows it by."""
         self._ssl = ssl_context  # TLS over TCP: rediss://
         self._where = path or f"{host}:{port}"
         self._timeout_s = timeout_s
@@ -287,15 +308,18 @@ class RedisLane:
 
         InvalidInput (a ValueError) shows the URL with its password masked, and no chained
         error: the plugin server logs it with its traceback and answers it to Kong, which
-        logs it too. Cluster and Sentinel URLs are refused: this client follows neither yet.
+        logs it too. Cluster and Sentinel URLs are refused here: `redis_routing.lane_from_url`
+        takes the others.
         """
-        at = parse_redis_url(url)
+        return cls.from_location(parse_redis_url(url), **options)
+
+    @classmethod
+    def from_location(cls, at: RedisLocation, **options: Any) -> RedisLane:
+        """`from_url` for a URL already parsed."""
         if at.kind != "node":
             raise InvalidInput(
-                f"invalid Redis URL {at.masked!r} for the plugin: the hot path does not "
-                f"support Redis {'Cluster' if at.kind == 'cluster' else 'Sentinel'} URLs yet "
-                "(redis[s]+cluster://, redis[s]+sentinel://); use redis://, rediss:// or "
-                "unix:// to one node")
+                f"invalid Redis URL {at.masked!r} for RedisLane, which speaks to one node: "
+                "redis_routing.lane_from_url builds the lane of a cluster or sentinel URL")
         where: dict[str, Any] = {"path": at.path} if at.path else dict(
             zip(("host", "port"), at.nodes[0], strict=True))
         return cls(**where, db=at.db, username=at.username, password=at.password,
@@ -307,14 +331,28 @@ class RedisLane:
         """EVALSHA the script; on NOSCRIPT (Redis restarted or flushed) load it and retry once."""
         payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
         try:
-            return await self._send(payload)
+            return await self.send(payload)
         except errors.NoScriptError:
-            await self._send(_encode(("SCRIPT", "LOAD", script.source)))
-            return await self._send(payload)
+            await self.send(_encode(("SCRIPT", "LOAD", script.source)))
+            return await self.send(payload)
 
     async def execute(self, *args: Arg) -> Reply:
         """Any command with exactly one reply (PING, GET, SCRIPT LOAD, ...)."""
-        return await self._send(_encode(args))
+        return await self.send(_encode(args))
+
+    async def send_asking(self, payload: bytes) -> Reply:
+        """ASKING, then the packed command, back to back on one connection: a cluster node
+        lets only the next command of the connection that sent ASKING into a slot it is
+        importing (an ASK redirection)."""
+        slot = self._next
+        self._next = (slot + 1) % len(self._conns)
+        conn = await self._connection(slot)
+        asking, reply = await asyncio.gather(
+            conn.request(_ASKING), conn.request(payload), return_exceptions=True)
+        for outcome in (asking, reply):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return reply
 
     async def evalsha_then_wait(
         self, script: _Lua, keys: Sequence[Arg] = (), args: Sequence[Arg] = (), *,
@@ -343,10 +381,7 @@ class RedisLane:
         self._next = (slot + 1) % len(self._conns)
         conn = self._conns[slot]
         if conn is None or not conn.usable:
-            async with self._locks[slot]:  # as _connect_and_send
-                conn = self._conns[slot]
-                if conn is None or not conn.usable:
-                    conn = self._conns[slot] = await self._connect()
+            conn = await self._connection(slot)
         group = self._waits.get(conn)
         if group is None:
             group = self._waits[conn] = _WaitGroup(conn, wait)
@@ -356,6 +391,11 @@ class RedisLane:
             raise reply
         return reply, acked if isinstance(acked, int) else 0
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open now (a call need not connect first)."""
+        return any(conn is not None and conn.usable for conn in self._conns)
+
     async def close(self) -> None:
         """Fail calls in flight with ConnectionError, drop every socket; later calls fail."""
         self._closed = True
@@ -364,8 +404,10 @@ class RedisLane:
             conn.abort("RedisLane closed")
         await asyncio.gather(*(conn.lost for conn in conns))
 
-    def _send(self, payload: bytes) -> Awaitable[Reply]:
-        # The hot path: no coroutine of its own unless the slot has to (re)connect.
+    def send(self, payload: bytes) -> Awaitable[Reply]:
+        """A command packed by `command`; its reply, or its error raised.
+
+        The hot path: no coroutine of its own unless the slot has to (re)connect."""
         slot = self._next
         self._next = (slot + 1) % len(self._conns)
         conn = self._conns[slot]
@@ -374,11 +416,14 @@ class RedisLane:
         return self._connect_and_send(slot, payload)
 
     async def _connect_and_send(self, slot: int, payload: bytes) -> Reply:
+        return await (await self._connection(slot)).request(payload)
+
+    async def _connection(self, slot: int) -> _Connection:
         async with self._locks[slot]:  # callers arriving mid-connect share its outcome
             conn = self._conns[slot]
             if conn is None or not conn.usable:
                 conn = self._conns[slot] = await self._connect()
-        return await conn.request(payload)
+        return conn
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,9 @@ mean hundreds of Redis connections. The plugin server's process owns one `Engine
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +17,7 @@ from redis.exceptions import ConnectionError, DataError, RedisError, TimeoutErro
 from .engine import AsyncEngine
 from .errors import RedisUnavailable
 from .redact import mask_url
-from .redis_lane import RedisLane
+from .redis_routing import lane_from_url
 from .replica_wait import ReplicaWait
 from .scripts import LuaScript
 from .shards import check_once
@@ -27,8 +30,9 @@ class EngineCache:
     (and replica wait: with `wait_replicas`, each script call also waits for that many
     replicas to hold its writes, replica_wait.py).
 
-    A call whose reply is late or lost is asked once more with the same request id, so a
-    request waits at most twice `timeout_ms` (plus a connect) before on_redis_error applies.
+    A call whose reply is late or lost is asked once more with the same request id, within
+    what is left of twice `timeout_ms` from the start: a request never waits longer before
+    on_redis_error applies, on one node or a cluster (redirections, failovers).
     Answers are kept only as long as that retry may come (`answer_ttl_ms`): at 20k requests/s
     the engine's default of 120 s would hold ~2.4M answer keys (~360 MB) in Redis.
     """
@@ -41,13 +45,17 @@ class EngineCache:
         key = (redis_url, timeout_ms, wait_replicas, wait_timeout_ms)
         engine = self._engines.get(key)
         if engine is None:
-            lane = RedisLane.from_url(redis_url, timeout_s=timeout_ms / 1000,
-                                      connect_timeout_s=min(timeout_ms / 1000, 1.0))
+            timeout_s = timeout_ms / 1000
+            bound_s = 2 * timeout_s
+            # A connect fits in one timeout, so the first call (connect, then reply) does too.
+            lane = lane_from_url(redis_url, timeout_s=timeout_s,
+                                 connect_timeout_s=min(timeout_s, 1.0))
             if wait_replicas:  # WAIT behind each script call, same round trip
                 lane = ReplicaWait(lane, wait_replicas, wait_timeout_ms,
                                    where=mask_url(redis_url))
 
             async def run(script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+                started = time.monotonic()
                 try:
                     try:
                         return await lane.evalsha(script, keys, args)
@@ -55,13 +63,18 @@ class EngineCache:
                         # The script may have run with its reply lost. authorize and settle
                         # answer a repeated request id from what they stored, without
                         # charging twice, so asking once more is safe; a Redis that is down
-                        # fails this at once (the lane is backing off).
-                        return await lane.evalsha(script, keys, args)
+                        # fails this at once (the lane is backing off). A cluster lane
+                        # has meanwhile found where the slot's master is now.
+                        async with asyncio.timeout(started + bound_s - time.monotonic()):
+                            return await lane.evalsha(script, keys, args)
                 except DataError:
                     raise  # a bad argument is our bug, not an outage
                 except RedisError as exc:
                     # Down, late, out of memory, read-only replica: on_redis_error decides.
                     raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                except builtins.TimeoutError:  # asyncio.timeout: the bound is spent
+                    raise RedisUnavailable(
+                        f"TimeoutError: no reply within {bound_s} s") from None
 
             # The deployment's shard count is checked before the first call (shards.py).
             engine = self._engines[key] = AsyncEngine(check_once(run, mask_url(redis_url)),

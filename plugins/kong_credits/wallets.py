@@ -160,12 +160,15 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
     A grant past its expiry counts as expired here even before the next charge sweeps it.
     """
     keys = WalletKeys(parse_wallet(wallet))
+    cluster = isinstance(client, redis.RedisCluster)  # TIME has no slot: asked on its own
     pipe = client.pipeline(transaction=True)
-    pipe.time()
+    if not cluster:
+        pipe.time()
     pipe.hgetall(keys.state)
     pipe.hgetall(keys.grants)
     pipe.hgetall(keys.remaining)
-    server_time, state, records, remaining = pipe.execute()
+    *read, state, records, remaining = pipe.execute()
+    server_time = client.time() if cluster else read[0]
     now_ms = server_time[0] * 1000 + server_time[1] // 1000
     state = {_text(k): _text(v) for k, v in state.items()}
     left_by_id = {_text(k): int(v) for k, v in remaining.items()}

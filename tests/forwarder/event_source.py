@@ -15,6 +15,7 @@ from kong_credits.engine import AuthorizeRequest, Engine
 from kong_credits.forwarder import Forwarder, ForwarderOptions
 from kong_credits.forwarder_keys import group_name
 from kong_credits.keys import event_streams
+from kong_credits.redis_url import redis_client
 from kong_credits.retry import Backoff
 from kong_credits.sinks import SINKS, http_client
 
@@ -38,7 +39,7 @@ def produce(url: str, count: int, *, wallets_n: int = 24, bad: int = 0, settled:
             seed: int = 0, start: int = 0) -> Produced:
     """Authorize `count` requests over `wallets_n` wallets (every shard gets some); `bad` of
     them with ids the vendor fakes refuse; the last `settled` held, then settled."""
-    client = redis.Redis.from_url(url)
+    client = redis_client(url)  # a redis+cluster:// URL: a cluster client
     engine = Engine(client)
     rng = random.Random(seed)
     produced = Produced()

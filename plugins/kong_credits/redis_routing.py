@@ -1,0 +1,301 @@
+"""The hot path on Redis Cluster: a lane made of RedisLanes, one per master.
+
+`lane_from_url` builds the lane for a Redis URL (redis_url.py): a RedisLane for one node, a
+ClusterLane for `redis[s]+cluster://` (Sentinel URLs are refused for now). Both take
+`evalsha(script, keys, args)` and `close()`, and in the steady state each call is one
+EVALSHA written to the node that serves it, pipelined with the other calls to that node in
+one round trip: what RedisLane does for one node, done per node.
+
+The cluster lane never resends a command that may have run (its connection was lost or its reply
+was late): it finds where Redis is now and raises, so the caller's retry, which the plugin
+makes once with the same request id (redis_pool.py), goes to the right node. It does resend
+what Redis refused without running (a redirection, a slot mid-migration, a cluster or master
+that is down for the moment of a failover, a node that never saw the script)
+within the call's deadline: 2 x timeout_s from its start, the plugin's bound, after which
+the last error is raised. A refused call is not resent with less than half a timeout left,
+so a reply is rarely cut off by the deadline (the call would have run, and its request been
+refused by on_redis_error yet charged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeAlias
+
+from redis import exceptions as errors
+from redis.crc import key_slot
+
+from .errors import InvalidInput
+from .redis_lane import Arg, RedisLane, Reply, _encode, _Lua, command
+from .redis_url import RedisLocation, parse_redis_url
+
+__all__ = ["ClusterLane", "Lane", "lane_from_url", "slot_of"]
+
+Address: TypeAlias = tuple[str, int]
+SLOTS = 16384
+_PAUSE_S = (0.005, 0.1)  # after TRYAGAIN or CLUSTERDOWN: first pause, longest
+_LOST = (errors.ConnectionError, errors.TimeoutError)  # the command may have run
+
+
+class Lane(Protocol):
+    """What the plugin needs of a Redis client: scripts, and closing."""
+
+    async def evalsha(self, script: _Lua, keys: Sequence[Arg] = (),
+                      args: Sequence[Arg] = ()) -> Reply: ...
+
+    async def close(self) -> None: ...
+
+
+def lane_from_url(url: str, **options: Any) -> Lane:
+    """The lane for any Redis URL. `options` are RedisLane's (timeout_s, connect_timeout_s,
+    reconnect_backoff_s, connections), applied to every node. InvalidInput, with the password
+    masked, for a malformed URL; nothing connects yet."""
+    at = parse_redis_url(url)
+    if at.kind == "cluster":
+        return ClusterLane.from_location(at, **options)
+    if at.kind == "sentinel":
+        raise InvalidInput(f"invalid Redis URL {at.masked!r} for the plugin: its hot path "
+                           "does not follow Sentinel yet; use redis[s]:// to the master")
+    return RedisLane.from_location(at, **options)
+
+
+def slot_of(key: Arg) -> int:
+    """The cluster slot of a key: CRC16 of its hash tag (`{s7}`), or of the whole key."""
+    return key_slot(key.encode() if isinstance(key, str) else
+                    key if isinstance(key, bytes) else b"%d" % key)
+
+
+class _Routed:
+    """What a lane over several nodes needs: node options, the call's deadline, and a
+    refresh of where Redis is that runs once at a time and at most once per
+    `refresh_interval_s` (while a node is down every call fails, and must not each ask)."""
+
+    def __init__(self, *, timeout_s: float, refresh_interval_s: float,
+                 **node_options: Any) -> None:
+        self._node_options: dict[str, Any] = {"timeout_s": timeout_s, **node_options}
+        self._budget_s = 2 * timeout_s
+        self._reply_s = timeout_s / 2  # left for the reply of a call resent
+        self._refresh_interval_s = refresh_interval_s
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshed_at = -math.inf
+        self._last_error = "not asked yet"
+        self._closed = False
+        self.refreshes = 0
+        """Refreshes of where Redis is (slot maps) done so far."""
+
+    def _node(self, address: Address, **options: Any) -> RedisLane:
+        host, port = address
+        return RedisLane(host=host, port=port, **{**self._node_options, **options})
+
+    async def _load(self) -> None:
+        raise NotImplementedError
+
+    def _refresh_soon(self) -> asyncio.Task[None] | None:
+        """Start a refresh unless one runs or one ended less than refresh_interval_s ago."""
+        if self._refreshing is None and not self._closed and (
+                time.monotonic() >= self._refreshed_at + self._refresh_interval_s):
+            self._refreshing = asyncio.get_running_loop().create_task(self._run_load())
+        return self._refreshing
+
+    async def _refresh(self) -> None:
+        """Wait for the refresh `_refresh_soon` started, if any. A caller whose deadline
+        passes stops waiting; the refresh goes on for the others."""
+        task = self._refresh_soon()
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _run_load(self) -> None:
+        try:
+            await self._load()
+        except errors.RedisError as exc:
+            self._last_error = str(exc)
+        finally:
+            self.refreshes += 1
+            self._refreshed_at = time.monotonic()
+            self._refreshing = None
+
+    async def _pause(self, pause: float, deadline: float, error: errors.RedisError) -> float:
+        """Wait before resending a call that Redis refused without running it; the next pause.
+
+        Raise `error` instead when less than half a timeout would be left for the reply: a
+        call resent just before its deadline could run with its reply cut off, and then a
+        request on_redis_error answered would have been charged."""
+        if deadline - time.monotonic() - pause < self._reply_s:
+            raise error
+        await asyncio.sleep(pause)
+        return min(2 * pause, _PAUSE_S[1])
+
+    async def _within(self, deadline: float, follow: Callable[[], Awaitable[Reply]]) -> Reply:
+        """`follow()` cut at the deadline: a TimeoutError saying what went wrong last."""
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                return await follow()
+        except TimeoutError:  # the builtin one, raised by asyncio.timeout
+            raise errors.TimeoutError(
+                f"Redis did not answer within {self._budget_s} s: {self._last_error}") from None
+
+    async def _close_all(self, lanes: Sequence[RedisLane]) -> None:
+        self._closed = True
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+        await asyncio.gather(*(lane.close() for lane in lanes))
+
+
+class ClusterLane(_Routed):
+    """Redis Cluster: a RedisLane per master, each call to its slot's master.
+
+    The slot map comes from CLUSTER SLOTS; a call's slot from its first key, whose hash tag
+    every key of a kong-credits script shares (keys.py). What the cluster answers otherwise:
+
+        MOVED       the slot has a new owner: take it from the reply, resend there, refresh
+                    the map in the background (a failover or a reshard moves many slots)
+        ASK         the slot is migrating and the keys are not here: ASKING then the call on
+                    the node named, on one connection; the map stays as it is
+        TRYAGAIN    the call's keys are split mid-migration; CLUSTERDOWN: a master failed and
+                    no replica took over yet: resent after a pause (5 ms, doubling to 100)
+                    while half a timeout is left before the deadline
+        NOSCRIPT    a node that never ran the script (promoted, restarted): SCRIPT LOAD there,
+                    then resend
+        connection lost, refused or late: the map is refreshed from the first node that
+                    answers (masters, then the other known nodes, then the seeds) and the
+                    error raised; masters no longer in the map are dropped
+
+    `redirections` and `refreshes` count MOVED/ASK answers and slot-map refreshes.
+    """
+
+    def __init__(self, seeds: Sequence[Address], *, timeout_s: float = 0.25,
+                 refresh_interval_s: float = 0.1, **node_options: Any) -> None:
+        if not seeds:
+            raise ValueError("a cluster lane needs at least one seed node")
+        super().__init__(timeout_s=timeout_s, refresh_interval_s=refresh_interval_s,
+                         **node_options)
+        self._seeds = list(dict.fromkeys(seeds))
+        self._owners: list[RedisLane | None] = [None] * SLOTS
+        self._masters: dict[Address, RedisLane] = {}
+        self._known: list[Address] = []  # every node of the last map
+        self.redirections = 0
+
+    @classmethod
+    def from_location(cls, at: RedisLocation, **options: Any) -> ClusterLane:
+        return cls(at.nodes, username=at.username, password=at.password,
+                   ssl_context=at.tls.context() if at.tls else None, **options)
+
+    async def evalsha(self, script: _Lua, keys: Sequence[Arg] = (),
+                      args: Sequence[Arg] = ()) -> Reply:
+        """EVALSHA on the master of the first key's slot (keyless: slot 0's)."""
+        payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
+        slot = slot_of(keys[0]) if keys else 0
+        started = time.monotonic()
+        node = self._owners[slot]
+        error: errors.RedisError | None = None
+        if node is not None:
+            try:
+                return await node.send(payload)
+            except (errors.ResponseError, *_LOST) as exc:
+                error = exc
+        deadline = started + self._budget_s
+        return await self._within(
+            deadline, lambda: self._follow(script, payload, slot, node, error, deadline))
+
+    async def _follow(self, script: _Lua, payload: bytes, slot: int, node: RedisLane | None,
+                      error: errors.RedisError | None, deadline: float) -> Reply:
+        asking: RedisLane | None = None
+        pause = _PAUSE_S[0]
+        while True:
+            if error is None:
+                node = asking or self._owners[slot] or await self._owner(slot)
+                try:
+                    if asking is not None:
+                        return await node.send_asking(payload)
+                    return await node.send(payload)
+                except (errors.ResponseError, *_LOST) as exc:
+                    error = exc
+            assert node is not None  # the node a failed send went to
+            if isinstance(error, errors.AskError):  # MOVED is an AskError too
+                self.redirections += 1
+                host, port = error.node_addr
+                target = self._master((host or node.address[0], port))
+                if isinstance(error, errors.MovedError):
+                    self._owners[slot], asking = target, None
+                    self._refresh_soon()
+                else:
+                    asking = target
+            elif isinstance(error, errors.TryAgainError | errors.ClusterDownError):
+                self._last_error = str(error)
+                if isinstance(error, errors.ClusterDownError):
+                    self._refresh_soon()
+                asking = None
+                pause = await self._pause(pause, deadline, error)
+            elif isinstance(error, errors.NoScriptError):
+                await node.send(command("SCRIPT", "LOAD", script.source))
+            elif isinstance(error, _LOST):
+                self._last_error = f"{node.address[0]}:{node.address[1]}: {error}"
+                await self._refresh()
+                raise error
+            else:
+                raise error
+            error = None
+
+    async def _owner(self, slot: int) -> RedisLane:
+        """The slot's master, after a refresh: no map yet, or the slot had no master."""
+        await self._refresh()
+        owner = self._owners[slot]
+        if owner is not None:
+            return owner
+        if not self._known:
+            raise errors.ConnectionError(
+                f"no node of the Redis Cluster answered: {self._last_error}")
+        raise errors.ClusterDownError(f"no master serves slot {slot}")
+
+    def _master(self, address: Address) -> RedisLane:
+        lane = self._masters.get(address)
+        if lane is None:
+            lane = self._masters[address] = self._node(address)
+        return lane
+
+    async def _load(self) -> None:
+        """CLUSTER SLOTS from the first node that answers: masters with an open connection,
+        the other masters, the other known nodes, the seeds."""
+        masters = sorted(self._masters.values(), key=lambda lane: not lane.connected)
+        others = [a for a in dict.fromkeys([*self._known, *self._seeds])
+                  if a not in self._masters]
+        for source in [*(lane.address for lane in masters), *others]:
+            lane = self._masters.get(source)
+            asked = lane or self._node(source, reconnect_backoff_s=0)
+            try:
+                reply = await asked.execute("CLUSTER", "SLOTS")
+            except errors.RedisError as exc:
+                self._last_error = f"{source[0]}:{source[1]}: {exc}"
+                continue
+            finally:
+                if lane is None:
+                    await asked.close()
+            await self._install(reply, source)
+            return
+
+    async def _install(self, reply: list[Any], source: Address) -> None:
+        owners: list[RedisLane | None] = [None] * SLOTS
+        known: list[Address] = []
+        served: set[Address] = set()
+        for start, end, *nodes in reply:
+            addresses = [self._address(node, source) for node in nodes]
+            master = self._master(addresses[0])
+            served.add(addresses[0])
+            owners[start:end + 1] = [master] * (end + 1 - start)
+            known += addresses
+        self._owners, self._known = owners, list(dict.fromkeys(known))
+        gone = [self._masters.pop(a) for a in list(self._masters) if a not in served]
+        await asyncio.gather(*(lane.close() for lane in gone))  # dead or demoted: dropped
+
+    @staticmethod
+    def _address(node: list[Any], source: Address) -> Address:
+        """A node of CLUSTER SLOTS; an unknown endpoint ('' or '?') is the node asked."""
+        host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+        return (source[0] if host in ("", "?") else host), int(node[1])
+
+    async def close(self) -> None:
+        """Fail calls in flight, drop every connection; later calls fail."""
+        await self._close_all(list(self._masters.values()))
