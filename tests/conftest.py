@@ -12,6 +12,7 @@ from kong_credits.redis_server import EmbeddedRedis
 
 if TYPE_CHECKING:  # imported by the fixtures: only TLS tests need the cryptography package
     from redis_cluster import LocalCluster
+    from redis_sentinel import LocalSentinel
     from tls_redis import Certificates, TlsRedis
 
 pytest_plugins = ["skip_check"]  # a skip not declared in expected_skips fails the run
@@ -81,3 +82,21 @@ def cluster(redis_cluster: LocalCluster) -> LocalCluster:
     redis_cluster.ready()
     redis_cluster.flush()
     return redis_cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[LocalSentinel]:
+    """1 master, 1 replica, 3 sentinels, shared by every sentinel test of the session."""
+    from redis_sentinel import LocalSentinel
+
+    sentinel = LocalSentinel().start()
+    yield sentinel
+    sentinel.stop()
+
+
+@pytest.fixture
+def sentinel(redis_sentinel: LocalSentinel) -> LocalSentinel:
+    """The session's sentinel setup settled after any failover, and empty."""
+    redis_sentinel.ready()
+    redis_sentinel.flush()
+    return redis_sentinel

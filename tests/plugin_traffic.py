@@ -1,5 +1,5 @@
 """Concurrent traffic through the plugin (a HostThread: the Kong-protocol host and the real
-plugin server), recorded request by request, for the cluster tests.
+plugin server), recorded request by request, for the cluster and sentinel tests.
 
 Each thread sends `GET path` back to back, cycling over the API keys it is given, until
 `stop()`; every answer is kept with the wallet it was for and the time the plugin's access

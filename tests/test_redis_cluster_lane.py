@@ -18,7 +18,7 @@ from waits import wait_until, wait_until_async
 
 from kong_credits.keys import SHARDS, event_stream
 from kong_credits.redis_lane import RedisLane, Script
-from kong_credits.redis_routing import ClusterLane, lane_from_url, slot_of
+from kong_credits.redis_routing import ClusterLane, SentinelLane, lane_from_url, slot_of
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 INCR = Script("return redis.call('INCR', KEYS[1])")
@@ -204,8 +204,7 @@ def test_lane_from_url_builds_the_lane_of_each_form() -> None:
     assert isinstance(lane_from_url("unix:///tmp/redis.sock?db=1"), RedisLane)
     assert isinstance(lane_from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
                       ClusterLane)
-    with pytest.raises(ValueError, match="does not follow Sentinel yet"):
-        lane_from_url("redis+sentinel://127.0.0.1:26379/main?db=2")
+    assert isinstance(lane_from_url("redis+sentinel://127.0.0.1:26379/main?db=2"), SentinelLane)
     with pytest.raises(ValueError, match=r"speaks to one node: redis_routing\.lane_from_url"):
         RedisLane.from_url("redis+cluster://127.0.0.1:7000")
     with pytest.raises(ValueError, match=r"URL 'redis\+cluster://:\*\*\*@.*no database"):

@@ -347,8 +347,8 @@ def test_password_and_db_on_tcp_and_unix_socket(run: Run, secured: tuple[int, Pa
 
 
 def test_from_url_rejects_cluster_sentinel_and_malformed_urls() -> None:
-    """TLS is tested in test_redis_tls.py; every URL form in test_redis_url.py; the lane of
-    cluster URLs in test_redis_cluster_lane.py."""
+    """TLS is tested in test_redis_tls.py; every URL form in test_redis_url.py; the lanes of
+    cluster and sentinel URLs in test_redis_cluster_lane.py and test_plugin_sentinel.py."""
     with pytest.raises(ValueError, match="speaks to one node"):
         RedisLane.from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
     with pytest.raises(ValueError, match="speaks to one node"):

@@ -5,8 +5,8 @@ for one socket write per loop iteration and awaits a future that `data_received`
 replies come back in the order commands went out, so any number of concurrent callers share
 one connection.
 TCP (TLS with an `ssl_context`, as `rediss://` URLs give) or a unix socket, to one node;
-Redis Cluster is a lane composed of these (redis_routing.py; `lane_from_url` there builds
-the right one for any URL). One reply per command, RESP2: no pub/sub, MONITOR or MULTI;
+Redis Cluster and Sentinel are lanes composed of these (redis_routing.py; `lane_from_url` there
+builds the right one for any URL). One reply per command, RESP2: no pub/sub, MONITOR or MULTI;
 everything else stays on redis-py. Errors are redis-py's, so callers catch one hierarchy:
 
     RedisError
@@ -18,8 +18,10 @@ everything else stays on redis-py. Errors are redis-py's, so callers catch one h
     │                       reply would otherwise be handed to the next caller
     └── ResponseError       an error reply; the connection stays usable
         ├── NoScriptError   handled inside `evalsha`: SCRIPT LOAD, then one retry
-        └── MovedError, AskError, TryAgainError, ClusterDownError: a cluster's answers,
-                            which the cluster lane follows
+        ├── MovedError, AskError, TryAgainError, ClusterDownError: a cluster's answers,
+        │                   which the cluster lane follows
+        └── ReadOnlyError, NoReplicasError: a master being failed over, which the sentinel
+                            lane follows
 """
 
 from __future__ import annotations
@@ -40,19 +42,26 @@ from redis import exceptions as errors
 from .errors import InvalidInput
 from .redis_url import CLIENT_CERT_HINT, RedisLocation, parse_redis_url
 
-__all__ = ["RedisLane", "Script", "command"]
+__all__ = ["NoReplicasError", "RedisLane", "Script", "command"]
 
 Arg: TypeAlias = bytes | str | int
 Reply: TypeAlias = Any  # bytes | int | None | list[Reply]: RESP2 as hiredis parses it
 
 _INCOMPLETE = object()
+
+
+class NoReplicasError(errors.ResponseError):
+    """NOREPLICAS: a master with `min-replicas-to-write` set lacks the replicas it needs, so
+    it refused the write (a script: at its first write, before changing anything). A master
+    whose replica was just promoted answers this, which is what bounds a failover's loss."""
+
 _ERRORS: dict[str, type[errors.RedisError]] = {  # redis-py's map, minus modules
     "ERR": errors.ResponseError, "NOSCRIPT": errors.NoScriptError,
     "WRONGPASS": errors.AuthenticationError, "NOAUTH": errors.AuthenticationError,
     "NOPERM": errors.NoPermissionError, "READONLY": errors.ReadOnlyError,
     "OOM": errors.OutOfMemoryError, "LOADING": errors.BusyLoadingError,
     "MOVED": errors.MovedError, "ASK": errors.AskError, "TRYAGAIN": errors.TryAgainError,
-    "CLUSTERDOWN": errors.ClusterDownError,
+    "CLUSTERDOWN": errors.ClusterDownError, "NOREPLICAS": NoReplicasError,
 }
 
 
@@ -279,7 +288,7 @@ class RedisLane:
             raise ValueError("connections, timeout_s and connect_timeout_s must be positive")
         self._host, self._port, self._path = host, port, path
         self.address = (host, port)
-        """(host, port) of a TCP node: the key the cluster lane knows it by."""
+        """(host, port) of a TCP node: the key cluster and sentinel lanes know it by."""
         self._ssl = ssl_context  # TLS over TCP: rediss://
         self._where = path or f"{host}:{port}"
         self._timeout_s = timeout_s
@@ -309,7 +318,7 @@ class RedisLane:
         InvalidInput (a ValueError) shows the URL with its password masked, and no chained
         error: the plugin server logs it with its traceback and answers it to Kong, which
         logs it too. Cluster and Sentinel URLs are refused here: `redis_routing.lane_from_url`
-        takes the others.
+        takes every form.
         """
         return cls.from_location(parse_redis_url(url), **options)
 

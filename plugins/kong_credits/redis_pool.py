@@ -32,7 +32,7 @@ class EngineCache:
 
     A call whose reply is late or lost is asked once more with the same request id, within
     what is left of twice `timeout_ms` from the start: a request never waits longer before
-    on_redis_error applies, on one node or a cluster (redirections, failovers).
+    on_redis_error applies, on one node, a cluster (redirections, failovers) or Sentinel.
     Answers are kept only as long as that retry may come (`answer_ttl_ms`): at 20k requests/s
     the engine's default of 120 s would hold ~2.4M answer keys (~360 MB) in Redis.
     """
@@ -63,8 +63,8 @@ class EngineCache:
                         # The script may have run with its reply lost. authorize and settle
                         # answer a repeated request id from what they stored, without
                         # charging twice, so asking once more is safe; a Redis that is down
-                        # fails this at once (the lane is backing off). A cluster lane
-                        # has meanwhile found where the slot's master is now.
+                        # fails this at once (the lane is backing off). A cluster or
+                        # sentinel lane has meanwhile found where the slot's master is now.
                         async with asyncio.timeout(started + bound_s - time.monotonic()):
                             return await lane.evalsha(script, keys, args)
                 except DataError:

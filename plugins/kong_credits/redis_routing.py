@@ -1,16 +1,16 @@
-"""The hot path on Redis Cluster: a lane made of RedisLanes, one per master.
+"""The hot path on Redis Cluster and on Sentinel: lanes made of RedisLanes, one per node.
 
-`lane_from_url` builds the lane for a Redis URL (redis_url.py): a RedisLane for one node, a
-ClusterLane for `redis[s]+cluster://` (Sentinel URLs are refused for now). Both take
-`evalsha(script, keys, args)` and `close()`, and in the steady state each call is one
+`lane_from_url` builds the lane for any Redis URL (redis_url.py): a RedisLane for one node, a
+ClusterLane for `redis[s]+cluster://`, a SentinelLane for `redis[s]+sentinel://`. All three
+take `evalsha(script, keys, args)` and `close()`, and in the steady state each call is one
 EVALSHA written to the node that serves it, pipelined with the other calls to that node in
 one round trip: what RedisLane does for one node, done per node.
 
-The cluster lane never resends a command that may have run (its connection was lost or its reply
+A routed lane never resends a command that may have run (its connection was lost or its reply
 was late): it finds where Redis is now and raises, so the caller's retry, which the plugin
 makes once with the same request id (redis_pool.py), goes to the right node. It does resend
 what Redis refused without running (a redirection, a slot mid-migration, a cluster or master
-that is down for the moment of a failover, a node that never saw the script)
+that is down or read-only for the moment of a failover, a node that never saw the script)
 within the call's deadline: 2 x timeout_s from its start, the plugin's bound, after which
 the last error is raised. A refused call is not resent with less than half a timeout left,
 so a reply is rarely cut off by the deadline (the call would have run, and its request been
@@ -28,15 +28,14 @@ from typing import Any, Protocol, TypeAlias
 from redis import exceptions as errors
 from redis.crc import key_slot
 
-from .errors import InvalidInput
-from .redis_lane import Arg, RedisLane, Reply, _encode, _Lua, command
+from .redis_lane import Arg, NoReplicasError, RedisLane, Reply, _encode, _Lua, command
 from .redis_url import RedisLocation, parse_redis_url
 
-__all__ = ["ClusterLane", "Lane", "lane_from_url", "slot_of"]
+__all__ = ["ClusterLane", "Lane", "SentinelLane", "lane_from_url", "slot_of"]
 
 Address: TypeAlias = tuple[str, int]
 SLOTS = 16384
-_PAUSE_S = (0.005, 0.1)  # after TRYAGAIN or CLUSTERDOWN: first pause, longest
+_PAUSE_S = (0.005, 0.1)  # after TRYAGAIN, CLUSTERDOWN or READONLY: first pause, longest
 _LOST = (errors.ConnectionError, errors.TimeoutError)  # the command may have run
 
 
@@ -57,8 +56,7 @@ def lane_from_url(url: str, **options: Any) -> Lane:
     if at.kind == "cluster":
         return ClusterLane.from_location(at, **options)
     if at.kind == "sentinel":
-        raise InvalidInput(f"invalid Redis URL {at.masked!r} for the plugin: its hot path "
-                           "does not follow Sentinel yet; use redis[s]:// to the master")
+        return SentinelLane.from_location(at, **options)
     return RedisLane.from_location(at, **options)
 
 
@@ -69,7 +67,7 @@ def slot_of(key: Arg) -> int:
 
 
 class _Routed:
-    """What a lane over several nodes needs: node options, the call's deadline, and a
+    """What cluster and sentinel lanes share: node options, the call's deadline, and a
     refresh of where Redis is that runs once at a time and at most once per
     `refresh_interval_s` (while a node is down every call fails, and must not each ask)."""
 
@@ -84,7 +82,7 @@ class _Routed:
         self._last_error = "not asked yet"
         self._closed = False
         self.refreshes = 0
-        """Refreshes of where Redis is (slot maps) done so far."""
+        """Refreshes of where Redis is (slot maps or sentinel answers) done so far."""
 
     def _node(self, address: Address, **options: Any) -> RedisLane:
         host, port = address
@@ -299,3 +297,129 @@ class ClusterLane(_Routed):
     async def close(self) -> None:
         """Fail calls in flight, drop every connection; later calls fail."""
         await self._close_all(list(self._masters.values()))
+
+
+_NOT_RUN_ON_MASTER = (errors.ReadOnlyError, NoReplicasError)  # a master being failed over
+
+
+class SentinelLane(_Routed):
+    """The master that Sentinel names, followed across failovers.
+
+    The sentinels are asked (SENTINEL GET-MASTER-ADDR-BY-NAME, first answer wins, that
+    sentinel is asked first next time) on the first call, every `check_interval_s` after
+    that, and at once whenever the master's connection is lost or late or it answers
+    READONLY (demoted) or NOREPLICAS (its replica was promoted, with min-replicas-to-write
+    set): on a new address the lane to the old one is closed. The periodic check bounds how
+    long calls go to a master that a `SENTINEL FAILOVER` left running and accepting writes
+    (Sentinel demotes it only seconds later), writes the promoted replica never sees.
+    READONLY, NOREPLICAS and NOSCRIPT are resent until the deadline (the call did not run);
+    a lost or late call is raised once Sentinel was asked.
+    """
+
+    def __init__(self, sentinels: Sequence[Address], master: str, *,
+                 sentinel_password: str | None = None, timeout_s: float = 0.25,
+                 refresh_interval_s: float = 0.1, check_interval_s: float = 1.0,
+                 **node_options: Any) -> None:
+        if not sentinels:
+            raise ValueError("a sentinel lane needs at least one sentinel")
+        super().__init__(timeout_s=timeout_s, refresh_interval_s=refresh_interval_s,
+                         **node_options)
+        self._name = master
+        sentinel_options = {"username": None, "password": sentinel_password, "db": 0}
+        self._sentinels = [self._node(a, **sentinel_options) for a in dict.fromkeys(sentinels)]
+        self._master: RedisLane | None = None
+        self._check_interval_s = check_interval_s
+        self._watch: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_location(cls, at: RedisLocation, **options: Any) -> SentinelLane:
+        assert at.master is not None  # parse_redis_url requires it
+        return cls(at.nodes, at.master, sentinel_password=at.sentinel_password,
+                   username=at.username, password=at.password, db=at.db,
+                   ssl_context=at.tls.context() if at.tls else None, **options)
+
+    @property
+    def master(self) -> Address | None:
+        """Where calls go now: the master the sentinels last named (None before a call)."""
+        return self._master.address if self._master is not None else None
+
+    async def evalsha(self, script: _Lua, keys: Sequence[Arg] = (),
+                      args: Sequence[Arg] = ()) -> Reply:
+        """EVALSHA on the master."""
+        payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
+        started = time.monotonic()
+        master = self._master
+        error: errors.RedisError | None = None
+        if master is not None:
+            try:
+                return await master.send(payload)
+            except (errors.NoScriptError, *_NOT_RUN_ON_MASTER, *_LOST) as exc:
+                error = exc
+        deadline = started + self._budget_s
+        return await self._within(
+            deadline, lambda: self._follow(script, payload, master, error, deadline))
+
+    async def _follow(self, script: _Lua, payload: bytes, master: RedisLane | None,
+                      error: errors.RedisError | None, deadline: float) -> Reply:
+        pause = _PAUSE_S[0]
+        while True:
+            if error is None:
+                master = self._master or await self._located()
+                try:
+                    return await master.send(payload)
+                except (errors.NoScriptError, *_NOT_RUN_ON_MASTER, *_LOST) as exc:
+                    error = exc
+            assert master is not None  # the node a failed send went to
+            if isinstance(error, errors.NoScriptError):
+                await master.send(command("SCRIPT", "LOAD", script.source))
+            elif isinstance(error, _NOT_RUN_ON_MASTER):
+                self._last_error = f"{self._name} at {master.address}: {error}"
+                self._refresh_soon()
+                pause = await self._pause(pause, deadline, error)
+            else:
+                self._last_error = f"{self._name} at {master.address}: {error}"
+                await self._refresh()
+                raise error
+            error = None
+
+    async def _located(self) -> RedisLane:
+        await self._refresh()
+        if self._master is None:
+            raise errors.ConnectionError(
+                f"no sentinel named the master {self._name!r}: {self._last_error}")
+        return self._master
+
+    async def _watching(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_interval_s)
+            self._refresh_soon()
+
+    async def _load(self) -> None:
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(self._watching())
+        for sentinel in list(self._sentinels):
+            where = f"sentinel {sentinel.address[0]}:{sentinel.address[1]}"
+            try:
+                reply = await sentinel.execute(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self._name)
+            except errors.RedisError as exc:
+                self._last_error = f"{where}: {exc}"
+                continue
+            if not reply:
+                self._last_error = f"{where} knows no master named {self._name!r}"
+                continue
+            self._sentinels.remove(sentinel)
+            self._sentinels.insert(0, sentinel)
+            address = (reply[0].decode(), int(reply[1]))
+            old = self._master
+            if old is None or old.address != address:
+                self._master = self._node(address)
+                if old is not None:
+                    await old.close()
+            return
+
+    async def close(self) -> None:
+        """Fail calls in flight, drop every connection; later calls fail."""
+        if self._watch is not None:
+            self._watch.cancel()
+        await self._close_all([*self._sentinels, *([self._master] if self._master else [])])
