@@ -10,6 +10,7 @@ failover within a few seconds.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import shutil
 import signal
@@ -26,6 +27,12 @@ from kong_credits.redis_server import _free_port, find_redis_server
 from kong_credits.redis_url import redis_client
 
 NODE_TIMEOUT_MS = 1000
+
+
+def die_with_parent() -> None:
+    """preexec_fn of the servers: SIGKILL them when the test process dies, so a run that is
+    itself killed (a CI timeout) leaves no cluster behind (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def redis_cli() -> str:
@@ -75,7 +82,7 @@ class LocalCluster:
                  "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
                  "--dir", str(folder),
                  "--loglevel", "warning"],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
     def _pings(self, port: int) -> bool:
         process = self._processes[port]

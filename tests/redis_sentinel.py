@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import redis
+from redis_cluster import die_with_parent
 from waits import wait_until
 
 from kong_credits.redis_server import _free_port, find_redis_server
@@ -49,7 +50,8 @@ class LocalSentinel:
         with open(folder / "server.log", "ab") as log:
             self._processes.append(subprocess.Popen(
                 [find_redis_server(), *args, "--bind", "127.0.0.1", "--dir", str(folder),
-                 "--loglevel", "warning"], stdout=log, stderr=subprocess.STDOUT))
+                 "--loglevel", "warning"], stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent))
 
     def _pings(self, port: int) -> bool:
         if any(process.poll() is not None for process in self._processes):
