@@ -90,7 +90,7 @@ def test_the_lane_leaves_an_old_master_that_still_takes_writes(sentinel: LocalSe
         new = await asyncio.to_thread(sentinel.failover)
         named_at = time.monotonic()
         await wait_until_async(lambda: lane.master == ("127.0.0.1", new), timeout_s=5)
-        assert time.monotonic() - named_at < 0.2 + 0.1 + 0.5  # a check, a refresh, slack
+        assert time.monotonic() - named_at < 2  # a check every 0.2 s here (default 1 s)
         reply = await lane.evalsha(INCR, ["k"])
         assert sentinel.node(new).get("k") == str(reply)
         await lane.close()
