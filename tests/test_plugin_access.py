@@ -134,12 +134,17 @@ def silent() -> Iterator[SilentRedis]:
     server.close()
 
 
-@pytest.fixture(scope="module")
-def gateway(redis_url: str, silent: SilentRedis) -> Iterator[HostThread]:
-    prefix = tempfile.mkdtemp(prefix="kc-")
-    host = Host(kong_config(redis_url, silent.url), credits_servers(prefix), upstream=upstream)
+def start_gateway(config: dict[str, Any]) -> HostThread:
+    """A started host serving `config` through kong.conf's plugin server entries."""
+    host = Host(config, credits_servers(tempfile.mkdtemp(prefix="kc-")), upstream=upstream)
     runner = HostThread(host)
     runner.run(host.start())
+    return runner
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url: str, silent: SilentRedis) -> Iterator[HostThread]:
+    runner = start_gateway(kong_config(redis_url, silent.url))
     yield runner
     runner.close()
 

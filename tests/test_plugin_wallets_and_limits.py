@@ -6,16 +6,14 @@ member wallet, rate limits that leaked across routes, an upstream that reports a
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from test_plugin_access import HostThread, upstream
+from test_plugin_access import HostThread, start_gateway
 
 from kong_credits import wallets
-from kong_credits.host import Host, credits_servers
 from kong_credits.keys import WalletKeys
 
 
@@ -68,10 +66,7 @@ def kong_config(redis_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gateway(redis_url: str) -> Iterator[HostThread]:
-    host = Host(kong_config(redis_url), credits_servers(tempfile.mkdtemp(prefix="kc-")),
-                upstream=upstream)
-    runner = HostThread(host)
-    runner.run(host.start())
+    runner = start_gateway(kong_config(redis_url))
     yield runner
     runner.close()
 
