@@ -25,6 +25,7 @@ from .engine import Decision
 from .errors import InvalidInput, RedisUnavailable
 from .money import parse_whole_number
 from .names import parse_wallet
+from .pluginserver_metrics import METRICS
 from .redis_pool import ENGINES
 from .schema import parse_config, plugin_schema
 
@@ -52,6 +53,7 @@ BUDGET_REFUSALS = {
 UNAVAILABLE = "Credits service unavailable"
 
 logger = logging.getLogger("kong_credits.plugin")
+_ADMITTED = METRICS.admitted  # bound once: the hot path only increments
 
 
 class RequestIds:
@@ -179,6 +181,7 @@ class Plugin:
         except RedisUnavailable as exc:
             return await self._redis_down(kong, exc)
         if decision.admitted:
+            _ADMITTED.inc()
             if self.metered:
                 await kong.ctx.shared.set(HOLD_CTX_KEY, {"id": request_id, "wallet": wallet})
             return await kong.response.set_headers({
@@ -187,10 +190,12 @@ class Plugin:
                 **rate_limit_headers(decision),
             })
         if config.shadow:
+            METRICS.decision("shadow_refused", decision.reason).inc()
             return await kong.response.set_headers({
                 "X-Credits-Shadow-Refusal": str(decision.status),
                 "X-Credits-Remaining": str(decision.balance),
             })
+        METRICS.decision("refused", decision.reason).inc()
         if decision.status == 429:
             message = THROTTLED if decision.reason == "abuse_throttle" else RATE_LIMITED
             return await kong.response.exit(429, {"message": message}, {
@@ -203,11 +208,13 @@ class Plugin:
 
     async def _redis_down(self, kong: Any, exc: RedisUnavailable) -> None:
         if self.config.allow_on_redis_error:
+            METRICS.unmetered.inc()
             self._outage.error(f"credits: Redis unavailable, passing requests unmetered "
                                f"(on_redis_error=allow): {exc}")
             return None
         self._outage.error(f"credits: Redis unavailable, refusing with 503 "
                            f"(on_redis_error=deny): {exc}")
+        METRICS.unavailable.inc()
         return await kong.response.exit(503, {"message": UNAVAILABLE})
 
 

@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError, DataError, RedisError, TimeoutErro
 
 from .engine import AsyncEngine
 from .errors import RedisUnavailable
+from .pluginserver_metrics import METRICS
 from .redact import mask_url
 from .redis_routing import lane_from_url
 from .replica_wait import ReplicaWait
@@ -45,6 +46,7 @@ class EngineCache:
         key = (redis_url, timeout_ms, wait_replicas, wait_timeout_ms)
         engine = self._engines.get(key)
         if engine is None:
+            observe, count_error = METRICS.redis_seconds.observe, METRICS.redis_error
             timeout_s = timeout_ms / 1000
             bound_s = 2 * timeout_s
             # A connect fits in one timeout, so the first call (connect, then reply) does too.
@@ -58,21 +60,28 @@ class EngineCache:
                 started = time.monotonic()
                 try:
                     try:
-                        return await lane.evalsha(script, keys, args)
-                    except (TimeoutError, ConnectionError):
+                        reply = await lane.evalsha(script, keys, args)
+                        observe(time.monotonic() - started)
+                        return reply
+                    except (TimeoutError, ConnectionError) as exc:
+                        count_error(exc)
                         # The script may have run with its reply lost. authorize and settle
                         # answer a repeated request id from what they stored, without
                         # charging twice, so asking once more is safe; a Redis that is down
                         # fails this at once (the lane is backing off). A cluster or
                         # sentinel lane has meanwhile found where the slot's master is now.
                         async with asyncio.timeout(started + bound_s - time.monotonic()):
-                            return await lane.evalsha(script, keys, args)
+                            reply = await lane.evalsha(script, keys, args)
+                        observe(time.monotonic() - started)
+                        return reply
                 except DataError:
                     raise  # a bad argument is our bug, not an outage
                 except RedisError as exc:
+                    count_error(exc)
                     # Down, late, out of memory, read-only replica: on_redis_error decides.
                     raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
-                except builtins.TimeoutError:  # asyncio.timeout: the bound is spent
+                except builtins.TimeoutError as exc:  # asyncio.timeout: the bound is spent
+                    count_error(exc)
                     raise RedisUnavailable(
                         f"TimeoutError: no reply within {bound_s} s") from None
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import click
 
 from .. import __version__
+from ..pluginserver_metrics import METRICS
 from .errors import PluginLoadError, PluginServerError
 from .loader import load_plugins
 from .rpc import PluginServer
@@ -118,6 +119,19 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         "(default: the number of usable cores). 1: a single process, no handover.",
     )
     @click.option(
+        "--metrics-port",
+        type=click.IntRange(min=0, max=65535),
+        default=None,
+        help="Serve Prometheus metrics (decisions, Redis latency and errors, events in "
+        "flight) on this port, at --metrics-host; 0 picks a free port. Needs --workers 1.",
+    )
+    @click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address the metrics endpoint listens on.",
+    )
+    @click.option(
         "--no-lua-style",
         is_flag=True,
         hidden=True,
@@ -142,6 +156,8 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         event_timeout: float,
         listen_queue_size: int,
         workers: int | None,
+        metrics_port: int | None,
+        metrics_host: str,
         no_lua_style: bool,
         gevent: bool,
     ) -> None:
@@ -172,9 +188,27 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
             return
         if not os.path.isdir(prefix):
             raise click.ClickException(f"path {prefix} doesn't exist, can't create the socket")
+        workers = workers or default_workers()
+        if metrics_port is not None and workers != 1:
+            raise click.UsageError(
+                f"--metrics-port needs --workers 1 (got {workers}): each worker process counts "
+                "apart and there is no aggregation across them yet")
+
+        def make_rpc() -> PluginServer:
+            server = PluginServer(plugins, event_timeout_s=event_timeout)
+            METRICS.watch_events(server.events)
+            return server
+
+        if metrics_port is not None:
+            try:
+                port, _stop = METRICS.serve(metrics_port, metrics_host)
+            except OSError as exc:
+                raise click.ClickException(
+                    f"can't serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+            logging.getLogger("kong_credits.pluginserver").info(
+                "metrics on http://%s:%d/metrics", metrics_host, port)
         try:
-            run_workers(lambda: PluginServer(plugins, event_timeout_s=event_timeout),
-                        os.path.join(prefix, socket_name), workers=workers or default_workers(),
+            run_workers(make_rpc, os.path.join(prefix, socket_name), workers=workers,
                         backlog=listen_queue_size)
         except PluginServerError as exc:
             raise click.ClickException(str(exc)) from exc
