@@ -42,7 +42,7 @@ from redis import exceptions as errors
 from .errors import InvalidInput
 from .redis_url import CLIENT_CERT_HINT, RedisLocation, parse_redis_url
 
-__all__ = ["NoReplicasError", "RedisLane", "Script", "command"]
+__all__ = ["NoReplicasError", "RedisLane", "Script", "command", "wait_command"]
 
 Arg: TypeAlias = bytes | str | int
 Reply: TypeAlias = Any  # bytes | int | None | list[Reply]: RESP2 as hiredis parses it
@@ -108,6 +108,11 @@ def command(*args: Arg) -> bytes:
 
 
 _ASKING = _encode(("ASKING",))
+
+
+def wait_command(replicas: int, timeout_ms: int) -> bytes:
+    """`WAIT replicas timeout_ms` packed, for `RedisLane.send_then_wait`."""
+    return _encode(("WAIT", replicas, timeout_ms))
 
 
 class Script:
@@ -378,14 +383,19 @@ class RedisLane:
         queued meanwhile: a replica that does not answer costs a call at most two WAIT
         timeouts, never a queue of them."""
         payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
-        wait = _encode(("WAIT", replicas, timeout_ms))
+        wait = wait_command(replicas, timeout_ms)
         try:
-            return await self._send_then_wait(payload, wait)
+            return await self.send_then_wait(payload, wait)
         except errors.NoScriptError:
             await self.execute("SCRIPT", "LOAD", script.source)
-            return await self._send_then_wait(payload, wait)
+            return await self.send_then_wait(payload, wait)
 
-    async def _send_then_wait(self, payload: bytes, wait: bytes) -> tuple[Reply, int]:
+    async def send_then_wait(self, payload: bytes, wait: bytes, *,
+                             asking: bool = False) -> tuple[Reply, int]:
+        """`evalsha_then_wait` for a command packed by `command` and a WAIT packed by
+        `wait_command` (the same one for every call to this lane), as cluster and sentinel
+        lanes send it to the node they chose. With `asking`, ASKING goes right before the
+        command (an ASK redirection, as `send_asking`). The command's error is raised."""
         slot = self._next
         self._next = (slot + 1) % len(self._conns)
         conn = self._conns[slot]
@@ -394,11 +404,14 @@ class RedisLane:
         group = self._waits.get(conn)
         if group is None:
             group = self._waits[conn] = _WaitGroup(conn, wait)
-        reply, acked = await asyncio.gather(
-            conn.request(payload), asyncio.shield(group.after()), return_exceptions=True)
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply, acked if isinstance(acked, int) else 0
+        # Queued in this order in one loop iteration: ASKING, the command, then its WAIT.
+        sent = [conn.request(_ASKING)] if asking else []
+        sent += [conn.request(payload), asyncio.shield(group.after())]
+        *replies, acked = await asyncio.gather(*sent, return_exceptions=True)
+        for outcome in replies:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return replies[-1], acked if isinstance(acked, int) else 0
 
     @property
     def connected(self) -> bool:

@@ -2,9 +2,10 @@
 
 `lane_from_url` builds the lane for any Redis URL (redis_url.py): a RedisLane for one node, a
 ClusterLane for `redis[s]+cluster://`, a SentinelLane for `redis[s]+sentinel://`. All three
-take `evalsha(script, keys, args)` and `close()`, and in the steady state each call is one
-EVALSHA written to the node that serves it, pipelined with the other calls to that node in
-one round trip: what RedisLane does for one node, done per node.
+take `evalsha(script, keys, args)`, `evalsha_then_wait` (the EVALSHA followed by a WAIT on
+the same connection, for `redis_wait_replicas`, replica_wait.py) and `close()`, and in the
+steady state each call is one EVALSHA written to the node that serves it, pipelined with the
+other calls to that node in one round trip: what RedisLane does for one node, done per node.
 
 A routed lane never resends a command that may have run (its connection was lost or its reply
 was late): it finds where Redis is now and raises, so the caller's retry, which the plugin
@@ -28,7 +29,7 @@ from typing import Any, Protocol, TypeAlias
 from redis import exceptions as errors
 from redis.crc import key_slot
 
-from .redis_lane import Arg, NoReplicasError, RedisLane, Reply, _encode, _Lua, command
+from .redis_lane import Arg, NoReplicasError, RedisLane, Reply, _encode, _Lua, command, wait_command
 from .redis_url import RedisLocation, parse_redis_url
 
 __all__ = ["ClusterLane", "Lane", "SentinelLane", "lane_from_url", "slot_of"]
@@ -37,6 +38,9 @@ Address: TypeAlias = tuple[str, int]
 SLOTS = 16384
 _PAUSE_S = (0.005, 0.1)  # after TRYAGAIN, CLUSTERDOWN or READONLY: first pause, longest
 _LOST = (errors.ConnectionError, errors.TimeoutError)  # the command may have run
+_Send: TypeAlias = Callable[[RedisLane, bool], Awaitable[Any]]
+"""How a call goes to the node routing chose (with ASKING first when True): its EVALSHA
+alone (`evalsha`) or followed by a WAIT (`evalsha_then_wait`); the routing is the same."""
 
 
 class Lane(Protocol):
@@ -126,7 +130,7 @@ class _Routed:
         await asyncio.sleep(pause)
         return min(2 * pause, _PAUSE_S[1])
 
-    async def _within(self, deadline: float, follow: Callable[[], Awaitable[Reply]]) -> Reply:
+    async def _within(self, deadline: float, follow: Callable[[], Awaitable[Any]]) -> Any:
         """`follow()` cut at the deadline: a TimeoutError saying what went wrong last."""
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
@@ -185,30 +189,43 @@ class ClusterLane(_Routed):
                       args: Sequence[Arg] = ()) -> Reply:
         """EVALSHA on the master of the first key's slot (keyless: slot 0's)."""
         payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return await self._route(script, keys, lambda node, asking: (
+            node.send_asking(payload) if asking else node.send(payload)))
+
+    async def evalsha_then_wait(self, script: _Lua, keys: Sequence[Arg] = (),
+                                args: Sequence[Arg] = (), *, replicas: int,
+                                timeout_ms: int) -> tuple[Reply, int]:
+        """`evalsha`, routed the same way, with `WAIT replicas timeout_ms` behind the EVALSHA
+        on the same connection of the slot's master (RedisLane.evalsha_then_wait): the reply,
+        and how many of that master's replicas acknowledged the script's writes."""
+        payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
+        wait = wait_command(replicas, timeout_ms)
+        return await self._route(script, keys, lambda node, asking: (
+            node.send_then_wait(payload, wait, asking=asking)))
+
+    async def _route(self, script: _Lua, keys: Sequence[Arg], send: _Send) -> Any:
         slot = slot_of(keys[0]) if keys else 0
         started = time.monotonic()
         node = self._owners[slot]
         error: errors.RedisError | None = None
         if node is not None:
             try:
-                return await node.send(payload)
+                return await send(node, False)
             except (errors.ResponseError, *_LOST) as exc:
                 error = exc
         deadline = started + self._budget_s
         return await self._within(
-            deadline, lambda: self._follow(script, payload, slot, node, error, deadline))
+            deadline, lambda: self._follow(script, send, slot, node, error, deadline))
 
-    async def _follow(self, script: _Lua, payload: bytes, slot: int, node: RedisLane | None,
-                      error: errors.RedisError | None, deadline: float) -> Reply:
+    async def _follow(self, script: _Lua, send: _Send, slot: int, node: RedisLane | None,
+                      error: errors.RedisError | None, deadline: float) -> Any:
         asking: RedisLane | None = None
         pause = _PAUSE_S[0]
         while True:
             if error is None:
                 node = asking or self._owners[slot] or await self._owner(slot)
                 try:
-                    if asking is not None:
-                        return await node.send_asking(payload)
-                    return await node.send(payload)
+                    return await send(node, asking is not None)
                 except (errors.ResponseError, *_LOST) as exc:
                     error = exc
             assert node is not None  # the node a failed send went to
@@ -347,26 +364,40 @@ class SentinelLane(_Routed):
                       args: Sequence[Arg] = ()) -> Reply:
         """EVALSHA on the master."""
         payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return await self._route(script, lambda master, _: master.send(payload))
+
+    async def evalsha_then_wait(self, script: _Lua, keys: Sequence[Arg] = (),
+                                args: Sequence[Arg] = (), *, replicas: int,
+                                timeout_ms: int) -> tuple[Reply, int]:
+        """`evalsha`, routed the same way, with `WAIT replicas timeout_ms` behind the EVALSHA
+        on the same connection of the master (RedisLane.evalsha_then_wait): the reply, and
+        how many replicas acknowledged the script's writes."""
+        payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
+        wait = wait_command(replicas, timeout_ms)
+        return await self._route(
+            script, lambda master, _: master.send_then_wait(payload, wait))
+
+    async def _route(self, script: _Lua, send: _Send) -> Any:
         started = time.monotonic()
         master = self._master
         error: errors.RedisError | None = None
         if master is not None:
             try:
-                return await master.send(payload)
+                return await send(master, False)
             except (errors.NoScriptError, *_NOT_RUN_ON_MASTER, *_LOST) as exc:
                 error = exc
         deadline = started + self._budget_s
         return await self._within(
-            deadline, lambda: self._follow(script, payload, master, error, deadline))
+            deadline, lambda: self._follow(script, send, master, error, deadline))
 
-    async def _follow(self, script: _Lua, payload: bytes, master: RedisLane | None,
-                      error: errors.RedisError | None, deadline: float) -> Reply:
+    async def _follow(self, script: _Lua, send: _Send, master: RedisLane | None,
+                      error: errors.RedisError | None, deadline: float) -> Any:
         pause = _PAUSE_S[0]
         while True:
             if error is None:
                 master = self._master or await self._located()
                 try:
-                    return await master.send(payload)
+                    return await send(master, False)
                 except (errors.NoScriptError, *_NOT_RUN_ON_MASTER, *_LOST) as exc:
                     error = exc
             assert master is not None  # the node a failed send went to

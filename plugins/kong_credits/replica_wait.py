@@ -5,8 +5,10 @@ not yet received: here the charges and events of requests already admitted (free
 usage never billed). With `redis_wait_replicas: 1` every EVALSHA is followed on the same
 connection, in the same write, by `WAIT 1 <redis_wait_timeout_ms>` (a Redis 7.0 script may not
 call WAIT itself): still one round trip, answered once a replica acknowledged the script's
-writes. Failover (Sentinel, Redis Cluster) promotes the replica with the most data, so an
-admitted request whose WAIT returned 1 survives it.
+writes. On a cluster or Sentinel URL the WAIT goes to the master the EVALSHA went to (after
+any redirection or failover the routed lane followed, redis_routing.py). Failover
+(Sentinel, Redis Cluster) promotes the replica with the most data, so an admitted request
+whose WAIT returned 1 survives it.
 
 A WAIT that returns 0 (no replica connected, or lagging past the timeout), or fails after the
 script ran, leaves a charge that a failover right now could lose. The charge stands and the
@@ -53,8 +55,8 @@ class ReplicaWait:
 
     def __init__(self, lane: Any, replicas: int, timeout_ms: int, *, where: str = "Redis",
                  log_interval_s: float = 5.0) -> None:
-        if not hasattr(lane, "evalsha_then_wait"):
-            raise InvalidInput(f"redis_wait_replicas is not supported for {where} yet: its "
+        if not hasattr(lane, "evalsha_then_wait"):  # every lane of lane_from_url has it
+            raise InvalidInput(f"redis_wait_replicas is not supported for {where}: its "
                                "client cannot send WAIT behind a script call")
         self._lane: _WaitingLane = lane
         self.replicas = replicas
