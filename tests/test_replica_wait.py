@@ -268,7 +268,9 @@ def test_concurrent_calls_share_waits_and_a_frozen_replica_costs_each_at_most_tw
         finally:
             os.kill(fresh.replica.pid, signal.SIGCONT)
         assert WAITS.unconfirmed - unconfirmed == 200
-        assert max(seconds) < 2 * 0.2 + 0.3  # two WAIT timeouts, and some room
+        # Two WAIT timeouts (0.4 s) plus scheduling; the bound that matters is the call's
+        # Redis timeout (1 s): none reached it, or it would have been asked again.
+        assert max(seconds) < 1.0
         assert count(fresh, "wait") - waits <= 3
         assert count(fresh, "evalsha") - scripts == 200  # none asked again
 
