@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from .errors import RedisUnavailable
 
-__all__ = ["ForwarderMetrics", "Tally", "redis_error_kind"]
+__all__ = ["ForwarderMetrics", "Tally", "redis_error_kind", "serve_registry"]
 
 _ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (RedisUnavailable, "unavailable"),
@@ -142,11 +142,19 @@ class ForwarderMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
         """Serve /metrics on host:port in a daemon thread; returns the port and a stop."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        return serve_registry(self.registry, port, host)
 
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
 
-        return server.server_port, stop
+def serve_registry(registry: CollectorRegistry, port: int,
+                   host: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
+    """Serve `registry` on host:port/metrics in a daemon thread (port 0: any free one);
+    returns the port and a function that stops it. The forwarder and the plugin server
+    both serve their metrics this way."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return server.server_port, stop

@@ -16,7 +16,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,7 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .forwarder_metrics import redis_error_kind
+from .forwarder_metrics import redis_error_kind, serve_registry
 
 __all__ = ["METRICS", "PluginServerMetrics"]
 
@@ -123,14 +123,7 @@ class PluginServerMetrics(Collector):
 
     def serve(self, port: int, host: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
         """Serve /metrics on host:port in a daemon thread; returns the port and a stop."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-
-        return server.server_port, stop
+        return serve_registry(self.registry, port, host)
 
 
 METRICS = PluginServerMetrics()
