@@ -13,8 +13,9 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from waits import wait_until
@@ -144,3 +145,20 @@ def wallet_names(shards: Sequence[int], per_shard: int = 1) -> list[str]:
         candidates = (f"w{shard}-{n}" for n in itertools.count())
         names += itertools.islice((c for c in candidates if shard_of(c) == shard), per_shard)
     return names
+
+
+def paid_route_config(redis_url: str, cost: int, timeout_ms: int,
+                      consumers: Mapping[str, str]) -> dict[str, Any]:
+    """kong.yml with one key-auth route `/paid` priced `cost` by `credits` on `redis_url`, and
+    a consumer per API key -> wallet (its custom_id)."""
+    return {
+        "_format_version": "3.0",
+        "services": [{"name": "api", "url": "http://upstream.invalid:8080", "routes": [
+            {"name": "paid", "paths": ["/paid"], "plugins": [
+                {"name": "key-auth"},
+                {"name": "credits", "config": {"redis_url": redis_url, "cost": cost,
+                                               "redis_timeout_ms": timeout_ms}}]}]}],
+        "consumers": [{"username": wallet, "custom_id": wallet,
+                       "keyauth_credentials": [{"key": key}]}
+                      for key, wallet in consumers.items()],
+    }

@@ -27,6 +27,7 @@ from plugin_traffic import (
     Traffic,
     all_event_ids,
     assert_charged_once,
+    paid_route_config,
     wallet_events,
     wallet_names,
 )
@@ -56,24 +57,10 @@ FAST = ["--backoff-base-ms", "1", "--backoff-max-ms", "50", "--claim-idle-ms", "
         "--block-ms", "50", "--max-attempts", "20", "--log-level", "error"]
 
 
-def kong_config(redis_url: str) -> dict[str, Any]:
-    return {
-        "_format_version": "3.0",
-        "services": [{"name": "api", "url": "http://upstream.invalid:8080", "routes": [
-            {"name": "paid", "paths": ["/paid"], "plugins": [
-                {"name": "key-auth"},
-                {"name": "credits", "config": {"redis_url": redis_url, "cost": COST,
-                                               "redis_timeout_ms": TIMEOUT_MS}}]}]}],
-        "consumers": [{"username": wallet, "custom_id": wallet,
-                       "keyauth_credentials": [{"key": key}]}
-                      for key, wallet in {**KEYS, WARM: WARM}.items()],
-    }
-
-
 @pytest.fixture(scope="module")
 def gateway(redis_cluster: LocalCluster) -> Iterator[HostThread]:
-    host = Host(kong_config(redis_cluster.url), credits_servers(tempfile.mkdtemp(prefix="kc-")),
-                upstream=upstream)
+    host = Host(paid_route_config(redis_cluster.url, COST, TIMEOUT_MS, {**KEYS, WARM: WARM}),
+                credits_servers(tempfile.mkdtemp(prefix="kc-")), upstream=upstream)
     runner = HostThread(host)
     runner.run(host.start())
     yield runner

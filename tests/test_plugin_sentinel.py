@@ -14,11 +14,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from plugin_traffic import Traffic, all_event_ids, assert_charged_once, wallet_names
+from plugin_traffic import (
+    Traffic,
+    all_event_ids,
+    assert_charged_once,
+    paid_route_config,
+    wallet_names,
+)
 from redis.exceptions import ConnectionError, RedisError
 from redis_sentinel import NAME, LocalSentinel
 from test_plugin_access import HostThread, upstream
@@ -98,22 +103,9 @@ def test_the_lane_leaves_an_old_master_that_still_takes_writes(sentinel: LocalSe
     asyncio.run(scenario())
 
 
-def kong_config(redis_url: str) -> dict[str, Any]:
-    return {
-        "_format_version": "3.0",
-        "services": [{"name": "api", "url": "http://upstream.invalid:8080", "routes": [
-            {"name": "paid", "paths": ["/paid"], "plugins": [
-                {"name": "key-auth"},
-                {"name": "credits", "config": {"redis_url": redis_url, "cost": COST,
-                                               "redis_timeout_ms": TIMEOUT_MS}}]}]}],
-        "consumers": [{"username": wallet, "custom_id": wallet,
-                       "keyauth_credentials": [{"key": key}]} for key, wallet in KEYS.items()],
-    }
-
-
 @pytest.fixture(scope="module")
 def gateway(redis_sentinel: LocalSentinel) -> Iterator[HostThread]:
-    host = Host(kong_config(redis_sentinel.url),
+    host = Host(paid_route_config(redis_sentinel.url, COST, TIMEOUT_MS, KEYS),
                 credits_servers(tempfile.mkdtemp(prefix="kc-")), upstream=upstream)
     runner = HostThread(host)
     runner.run(host.start())
