@@ -174,3 +174,27 @@ def test_a_member_and_its_parent_crossing_a_threshold_alert_with_distinct_ids(r,
         ("team/ann", "50"), ("team/ann", "75"), ("team/ann", "90"), ("team/ann", "100"),
         ("team", "50")}
     assert "req-1:team:used:50" in ids and "req-1:team/ann:used:50" in ids
+
+
+def test_every_field_at_its_largest_with_separators_and_unicode_in_names(r, engine):
+    """Amounts at 10^15 (a balance of 4 x 10^15, near 2^52), the largest priority and
+    expiry, a grant id with every allowed separator, and a wallet name with ':' and Unicode
+    under a parent: charged, held, refunded and settled exactly."""
+    parent, member = "größe:ü", "größe:ü/x:ä;b=1"
+    gid = "pi_" + "9" * 190 + ":a/b.c"
+    for i, wallet in enumerate((member, member, member, parent)):
+        wallets.grant(r, wallet, MAX_AMOUNT, grant_id=f"{gid[:195]}-{i}",
+                      priority=wallets.MAX_PRIORITY, expires_at="9999-12-31T23:59:59.999Z")
+    assert wallets.balance(r, member).balance == 3 * MAX_AMOUNT
+    decision = engine.authorize(AuthorizeRequest("big-1", member, "c", MAX_AMOUNT, hold=True))
+    assert (decision.status, decision.balance) == (200, 3 * MAX_AMOUNT)  # own 2 + parent 1
+    settled = engine.settle("big-1", member, MAX_AMOUNT - 1)  # 1 credit back to its grant
+    assert (settled.status, settled.balance, settled.unpaid) == (200, 2 * MAX_AMOUNT + 1, 0)
+    assert charge(engine, "big-2", MAX_AMOUNT, wallet=member).admitted
+    assert charge(engine, "big-3", MAX_AMOUNT, wallet=member).admitted
+    assert charge(engine, "big-4", MAX_AMOUNT, wallet=member).admitted  # own 1 + parent's
+    assert charge(engine, "big-5", 2, wallet=member).status == 402  # 1 credit left in all
+    assert wallets.balance(r, member).balance == 0
+    assert wallets.balance(r, parent).balance == 1
+    assert [e["cost"] for e in events(r, member)] == [str(MAX_AMOUNT - 1)] + [
+        str(MAX_AMOUNT)] * 3
