@@ -20,8 +20,8 @@ import time
 
 import redis
 
-from kong_credits.consumer_group import ConsumerGroup
 from kong_credits.forwarder import Forwarder, ForwarderOptions
+from kong_credits.forwarder.consumer_group import ConsumerGroup
 from kong_credits.keys import SHARDS, event_stream
 from kong_credits.redis_server import EmbeddedRedis
 from kong_credits.sinks import SINKS, SinkConfig, http_client

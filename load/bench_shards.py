@@ -93,8 +93,8 @@ def cluster_node() -> Iterator[str]:
 
 def child(node_url: str, cluster_url: str) -> dict[str, object]:
     """Runs under $KONG_CREDITS_SHARDS: the costs of one count, as JSON."""
-    from kong_credits.consumer_group import ConsumerGroup
-    from kong_credits.forwarder_cli import redis_client
+    from kong_credits.forwarder.cli import redis_client
+    from kong_credits.forwarder.consumer_group import ConsumerGroup
     from kong_credits.keys import SHARDS, event_streams
 
     out: dict[str, object] = {"shards": SHARDS}

@@ -257,8 +257,8 @@ def render_config(pricing: str, kong_yml: str, output: str | None, check: bool) 
 
 
 def _register_subcommands() -> None:
-    from .alerts_cli import alerts_command
-    from .forwarder_cli import dlq_command, forwarder_command
+    from .forwarder.alerts_cli import alerts_command
+    from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
     from .pluginserver.command import pluginserver_command
 

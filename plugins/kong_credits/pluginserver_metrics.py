@@ -26,7 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .forwarder_metrics import redis_error_kind, serve_registry
+from .forwarder.metrics import redis_error_kind, serve_registry
 
 __all__ = ["METRICS", "PluginServerMetrics"]
 

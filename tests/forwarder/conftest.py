@@ -25,7 +25,7 @@ def spawn(tmp_path: Path, redis_url: str) -> Iterator[Spawn]:
     def start(*args: str) -> subprocess.Popen[bytes]:
         with open(tmp_path / f"forwarder-{len(processes)}.log", "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "kong_credits.forwarder_cli", "forwarder", *args,
+                [sys.executable, "-m", "kong_credits.forwarder.cli", "forwarder", *args,
                  "--backoff-base-ms", "5", "--backoff-max-ms", "50", "--block-ms", "100",
                  "--summary-interval-s", "0.5"],
                 cwd=tmp_path, env={**os.environ, "KONG_CREDITS_REDIS_URL": redis_url},

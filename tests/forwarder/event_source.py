@@ -10,10 +10,10 @@ import redis
 from billing_recorder import BAD_PREFIX, BillingRecorder, sink_config
 
 from kong_credits import wallets
-from kong_credits.consumer_group import ConsumerGroup
 from kong_credits.engine import AuthorizeRequest, Engine
 from kong_credits.forwarder import Forwarder, ForwarderOptions
-from kong_credits.forwarder_keys import group_name
+from kong_credits.forwarder.consumer_group import ConsumerGroup
+from kong_credits.forwarder.group_names import group_name
 from kong_credits.keys import event_streams
 from kong_credits.redis_url import redis_client
 from kong_credits.retry import Backoff

@@ -27,9 +27,9 @@ from faults import (
 )
 from waits import wait_until
 
-from kong_credits.consumer_group import ConsumerGroup, consumer_name, process_gone
 from kong_credits.forwarder import Forwarder, ForwarderOptions
-from kong_credits.forwarder_keys import group_name
+from kong_credits.forwarder.consumer_group import ConsumerGroup, consumer_name, process_gone
+from kong_credits.forwarder.group_names import group_name
 from kong_credits.keys import alert_streams, event_streams
 from kong_credits.sinks import SINKS, http_client
 

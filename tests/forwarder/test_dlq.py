@@ -9,9 +9,9 @@ from billing_recorder import BillingRecorder, sink_args
 from click.testing import CliRunner, Result
 from event_source import assert_billed_once, forward, produce
 
-from kong_credits.dlq import list_dead_letters
-from kong_credits.forwarder_cli import dlq_command
-from kong_credits.forwarder_keys import group_name
+from kong_credits.forwarder.cli import dlq_command
+from kong_credits.forwarder.dlq import list_dead_letters
+from kong_credits.forwarder.group_names import group_name
 
 
 def dlq(*args: str) -> Result:

@@ -11,10 +11,10 @@ from billing_recorder import BillingRecorder, sink_args
 from click.testing import CliRunner, Result
 from event_source import FAST, assert_billed_once, assert_nothing_pending, forward, produce
 
-import kong_credits.forwarder_cli as forwarder_cli
-from kong_credits.forwarder_cli import forwarder_command
-from kong_credits.forwarder_keys import group_name
-from kong_credits.forwarder_metrics import ForwarderMetrics
+import kong_credits.forwarder.cli as forwarder_cli
+from kong_credits.forwarder.cli import forwarder_command
+from kong_credits.forwarder.group_names import group_name
+from kong_credits.forwarder.metrics import ForwarderMetrics
 
 NO_ENV = {"KONG_CREDITS_SINK_API_KEY": None, "KONG_CREDITS_SINK_HMAC_SECRET": None}
 

@@ -16,9 +16,9 @@ from event_source import assert_billed_once, produce
 from redis_cluster import LocalCluster
 
 from kong_credits import wallets
-from kong_credits.alerts_cli import alerts_command
 from kong_credits.engine import AuthorizeRequest, Engine
-from kong_credits.forwarder_cli import dlq_command, forwarder_command
+from kong_credits.forwarder.alerts_cli import alerts_command
+from kong_credits.forwarder.cli import dlq_command, forwarder_command
 from kong_credits.keys import event_streams
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import redis
 from billing_recorder import FAULTS, BillingRecorder, sink_config
 from event_source import FAST, assert_billed_once, assert_nothing_pending, forward, produce
 
-from kong_credits.consumer_group import ConsumerGroup
-from kong_credits.dlq import list_dead_letters
 from kong_credits.forwarder import Forwarder, ForwarderOptions
-from kong_credits.forwarder_keys import group_name
+from kong_credits.forwarder.consumer_group import ConsumerGroup
+from kong_credits.forwarder.dlq import list_dead_letters
+from kong_credits.forwarder.group_names import group_name
 from kong_credits.sinks import SINKS, http_client
 
 # (sink, events, batch size, fault rate, faults): thousands where a batch is one request,

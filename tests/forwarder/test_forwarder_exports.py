@@ -6,8 +6,10 @@ import importlib
 
 import pytest
 
-MODULES = ["consumer_group", "customers", "dlq", "forwarder", "forwarder_cli",
-           "forwarder_keys", "forwarder_metrics", "rated_event", "retry", "sinks",
+MODULES = ["forwarder", "forwarder.alerts", "forwarder.alerts_cli", "forwarder.cli",
+           "forwarder.consumer_group", "forwarder.dlq", "forwarder.group_names",
+           "forwarder.lapsed_holds", "forwarder.loop", "forwarder.metrics", "alerts",
+           "customers", "rated_event", "retry", "sinks",
            "sinks.base", "sinks.http", "sinks.lago", "sinks.openmeter", "sinks.orb",
            "sinks.stripe"]
 

@@ -13,8 +13,8 @@ from billing_recorder import BillingRecorder, sink_args
 from event_source import assert_billed_once, assert_nothing_pending, produce
 from waits import wait_until
 
-from kong_credits.consumer_group import ConsumerGroup
-from kong_credits.forwarder_keys import group_name
+from kong_credits.forwarder.consumer_group import ConsumerGroup
+from kong_credits.forwarder.group_names import group_name
 
 pytestmark = pytest.mark.integration
 Spawn = Callable[..., subprocess.Popen[bytes]]  # the `spawn` fixture (conftest.py)

@@ -10,10 +10,10 @@ import redis
 from billing_recorder import BillingRecorder, sink_config
 from event_source import FAST, assert_billed_once, assert_nothing_pending, forward, produce
 
-from kong_credits.consumer_group import ConsumerGroup, StreamEntry
-from kong_credits.dlq import list_dead_letters
 from kong_credits.forwarder import Forwarder, ForwarderOptions
-from kong_credits.forwarder_keys import group_name
+from kong_credits.forwarder.consumer_group import ConsumerGroup, StreamEntry
+from kong_credits.forwarder.dlq import list_dead_letters
+from kong_credits.forwarder.group_names import group_name
 from kong_credits.keys import event_stream, event_streams
 from kong_credits.sinks import SINKS, http_client
 

@@ -11,8 +11,8 @@ from event_source import forward
 
 from kong_credits import wallets
 from kong_credits.engine import AuthorizeRequest, Engine
+from kong_credits.forwarder.lapsed_holds import Swept, sweep_lapsed_holds
 from kong_credits.keys import SHARDS, WalletKeys, holds_index
-from kong_credits.lapsed_holds import Swept, sweep_lapsed_holds
 
 HOLD_MS = 50
 

@@ -22,12 +22,12 @@ from faults import (
 )
 from waits import wait_until
 
-from kong_credits.consumer_group import Backlog, ConsumerGroup
-from kong_credits.dlq import list_dead_letters
 from kong_credits.errors import RedisUnavailable
 from kong_credits.forwarder import Forwarder, ForwarderOptions
-from kong_credits.forwarder_keys import group_name
-from kong_credits.forwarder_metrics import redis_error_kind
+from kong_credits.forwarder.consumer_group import Backlog, ConsumerGroup
+from kong_credits.forwarder.dlq import list_dead_letters
+from kong_credits.forwarder.group_names import group_name
+from kong_credits.forwarder.metrics import redis_error_kind
 from kong_credits.redis_server import EmbeddedRedis
 from kong_credits.sinks import SINKS, http_client
 

@@ -10,8 +10,8 @@ import redis
 from billing_recorder import BillingRecorder
 from event_source import assert_billed_once, forward, produce
 
-from kong_credits.consumer_group import ConsumerGroup
-from kong_credits.forwarder_keys import group_name
+from kong_credits.forwarder.consumer_group import ConsumerGroup
+from kong_credits.forwarder.group_names import group_name
 from kong_credits.keys import event_stream, event_streams
 
 STREAM = event_stream(0)

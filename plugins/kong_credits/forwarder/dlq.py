@@ -19,10 +19,10 @@ from typing import Any
 
 import redis
 
-from .errors import InvalidInput
-from .keys import dead_letter_streams
-from .rated_event import RatedEvent
-from .sinks.base import Sink
+from ..errors import InvalidInput
+from ..keys import dead_letter_streams
+from ..rated_event import RatedEvent
+from ..sinks.base import Sink
 
 __all__ = ["DeadLetter", "Replay", "dead_letter_fields", "list_dead_letters", "replay"]
 

@@ -1,4 +1,4 @@
-"""The forwarder's consumer group names (stream keys are built in keys.py)."""
+"""The forwarder's consumer group names (stream keys are built in kong_credits.keys)."""
 
 from __future__ import annotations
 

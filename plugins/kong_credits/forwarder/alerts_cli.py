@@ -7,12 +7,15 @@ import logging
 import click
 import httpx
 
-from . import redis_url as urls
+from .. import redis_url as urls
+from ..errors import InvalidInput
+from ..keys import alert_streams
+from ..retry import Backoff
+from ..schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from ..shards import ShardsMismatch
+from ..sinks import SinkConfig, http_client
 from .alerts import Alert, WebhookSink
-from .consumer_group import ConsumerGroup, consumer_name
-from .errors import InvalidInput
-from .forwarder import REDIS_ERRORS, Forwarder, ForwarderOptions
-from .forwarder_cli import (
+from .cli import (
     LOG_FORMAT,
     is_cluster,
     redis_client,
@@ -20,12 +23,9 @@ from .forwarder_cli import (
     shards_mismatch,
     stop_on_signals,
 )
-from .forwarder_metrics import ForwarderMetrics
-from .keys import alert_streams
-from .retry import Backoff
-from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
-from .shards import ShardsMismatch
-from .sinks import SinkConfig, http_client
+from .consumer_group import ConsumerGroup, consumer_name
+from .loop import REDIS_ERRORS, Forwarder, ForwarderOptions
+from .metrics import ForwarderMetrics
 
 __all__ = ["alerts_command"]
 

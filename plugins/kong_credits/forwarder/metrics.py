@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .errors import RedisUnavailable
+from ..errors import RedisUnavailable
 
 __all__ = ["ForwarderMetrics", "Tally", "redis_error_kind", "serve_registry"]
 

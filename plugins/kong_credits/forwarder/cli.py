@@ -1,7 +1,7 @@
 """`kong-credits forwarder` and `kong-credits dlq`: parse options, build the parts, run.
 
 Register on the main group with `main.add_command(forwarder_command)` and
-`main.add_command(dlq_command)`; `python -m kong_credits.forwarder_cli` runs both standalone.
+`main.add_command(dlq_command)`; `python -m kong_credits.forwarder.cli` runs both standalone.
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ import click
 import httpx
 import redis
 
-from . import redis_url as urls
+from .. import redis_url as urls
+from ..customers import DEFAULT_CUSTOMERS_PATH, CustomerMap
+from ..errors import InvalidInput
+from ..retry import Backoff
+from ..schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from ..shards import ShardsMismatch, check_shards
+from ..sinks import SINKS, Sink, SinkConfig, http_client
+from ..sinks.lago import ID_FIELDS
 from .consumer_group import ConsumerGroup, consumer_name
-from .customers import DEFAULT_CUSTOMERS_PATH, CustomerMap
 from .dlq import list_dead_letters, replay
-from .errors import InvalidInput
-from .forwarder import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions
-from .forwarder_keys import group_name
-from .forwarder_metrics import ForwarderMetrics
-from .retry import Backoff
-from .schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
-from .shards import ShardsMismatch, check_shards
-from .sinks import SINKS, Sink, SinkConfig, http_client
-from .sinks.lago import ID_FIELDS
+from .group_names import group_name
+from .loop import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions
+from .metrics import ForwarderMetrics
 
 __all__ = ["dlq_command", "forwarder_command"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .engine import Engine
-from .keys import SHARDS, hold_key, holds_index
+from ..engine import Engine
+from ..keys import SHARDS, hold_key, holds_index
 
 __all__ = ["Swept", "sweep_lapsed_holds"]
 

@@ -25,14 +25,14 @@ from typing import Any
 
 import redis
 
+from ..engine import Engine
+from ..errors import InvalidInput, RedisUnavailable
+from ..rated_event import RatedEvent
+from ..retry import Backoff
+from ..sinks.base import Sink
 from .consumer_group import ConsumerGroup, StreamEntry, process_gone
-from .engine import Engine
-from .errors import InvalidInput, RedisUnavailable
-from .forwarder_metrics import ForwarderMetrics, Tally
 from .lapsed_holds import sweep_lapsed_holds
-from .rated_event import RatedEvent
-from .retry import Backoff
-from .sinks.base import Sink
+from .metrics import ForwarderMetrics, Tally
 
 __all__ = ["REDIS_ERRORS", "Forwarder", "ForwarderOptions"]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import redis
 
+from ..keys import dead_letter_stream, event_streams, shard_of_stream
+from ..shards import check_shards
 from .dlq import dead_letter_fields
-from .keys import dead_letter_stream, event_streams, shard_of_stream
-from .shards import check_shards
 
 __all__ = ["Backlog", "ConsumerGroup", "StreamEntry", "consumer_name", "process_gone"]
 
