@@ -257,6 +257,7 @@ def render_config(pricing: str, kong_yml: str, output: str | None, check: bool) 
 
 
 def _register_subcommands() -> None:
+    from .admin.command import admin_command
     from .forwarder.alerts_cli import alerts_command
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
@@ -267,6 +268,7 @@ def _register_subcommands() -> None:
     main.add_command(forwarder_command)
     main.add_command(dlq_command)
     main.add_command(alerts_command)
+    main.add_command(admin_command)
 
 
 _register_subcommands()

@@ -28,10 +28,30 @@ from dataclasses import dataclass
 
 from .errors import InvalidInput
 
-__all__ = ["DEFAULT_SHARDS", "MAX_SHARDS", "PREFIX", "SHARDS", "SHARDS_ENV", "SHARDS_KEY",
-           "SLOTS", "WalletKeys", "alert_stream", "alert_streams", "dead_letter_stream",
-           "dead_letter_streams", "event_stream", "event_streams", "parent_of",
-           "parse_shards", "shard_of", "shard_of_stream", "shard_tags"]
+__all__ = [
+    "DEFAULT_SHARDS",
+    "MAX_SHARDS",
+    "PREFIX",
+    "SHARDS",
+    "SHARDS_ENV",
+    "SHARDS_KEY",
+    "SLOTS",
+    "WALLET_TOKENS_KEY",
+    "WalletKeys",
+    "alert_stream",
+    "alert_streams",
+    "dead_letter_stream",
+    "dead_letter_streams",
+    "event_stream",
+    "event_streams",
+    "parent_of",
+    "parse_shards",
+    "shard_of",
+    "shard_of_stream",
+    "shard_tags",
+    "wallet_index",
+    "wallet_indexes",
+]
 
 PREFIX = "kc"
 SHARDS_ENV = "KONG_CREDITS_SHARDS"
@@ -43,6 +63,9 @@ MAX_SHARDS = SLOTS
 """One shard per slot at most: more would only add streams for the forwarder to read."""
 SHARDS_KEY = f"{PREFIX}:shards"
 """STRING: the shard count the deployment's first process recorded (shards.py)."""
+WALLET_TOKENS_KEY = f"{PREFIX}:wallet_tokens"
+"""HASH token id -> JSON {wallet, SHA-256 of the token's secret, created_at}: the admin API's
+read-only wallet tokens (admin/auth.py). Deleting a field revokes that token at once."""
 
 
 def parse_shards(text: str) -> int:
@@ -164,6 +187,16 @@ def dead_letter_streams() -> list[str]:
     return [dead_letter_stream(shard) for shard in range(SHARDS)]
 
 
+def wallet_index(shard: int) -> str:
+    """ZSET, every score 0: the names of the shard's wallets that ever received a grant or a
+    budget, in byte order, so the admin API pages through them by prefix (ZRANGE BYLEX)."""
+    return f"{_tag(shard)}:wallets"
+
+
+def wallet_indexes() -> list[str]:
+    return [wallet_index(shard) for shard in range(SHARDS)]
+
+
 def shard_of_stream(stream: str) -> int:
     """The shard of an event or alert stream key (KeyError for any other key)."""
     return _SHARD_OF_STREAM[stream]
@@ -227,6 +260,17 @@ class WalletKeys:
     def throttle(self) -> str:
         """HASH: sliding window of the temporary rate limit while abuse is suspected."""
         return f"{self._base}:throttle"
+
+    @property
+    def index(self) -> str:
+        """The wallet index of the wallet's shard (`wallet_index`)."""
+        return wallet_index(self.shard)
+
+    @property
+    def idempotency(self) -> str:
+        """HASH digest of an Idempotency-Key -> JSON of the grant request it first came with
+        and the grant id given to it (admin/idempotency.py)."""
+        return f"{self._base}:idem"
 
     @property
     def wallet_keys(self) -> list[str]:
