@@ -1,0 +1,148 @@
+"""Health, metrics, the OpenAPI document, offline docs, and when the process refuses to start."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from admin_server import ADMIN_TOKEN, AdminProcess, admin_argv, run_admin
+from openapi_spec_validator import validate
+
+from kong_credits.redis_server import EmbeddedRedis
+
+pytestmark = pytest.mark.timeout(60)
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def admin(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminProcess]:
+    with run_admin(redis_url, tmp_path_factory.mktemp("admin-system")) as process:
+        yield process
+
+
+@pytest.fixture
+def client(admin: AdminProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=admin.url, timeout=10) as http:
+        yield http
+
+
+def test_healthz_is_open_and_names_what_it_checked(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json()["redis"] == "ok"
+
+
+def test_healthz_is_503_when_redis_is_gone(tmp_path):
+    with EmbeddedRedis() as server, run_admin(server.url, tmp_path) as admin:
+        server.stop()
+        response = httpx.get(f"{admin.url}/healthz", timeout=10)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "redis" in response.json()["detail"]
+        down = httpx.get(f"{admin.url}/v1/wallets/acme", headers=AUTH, timeout=20)
+        assert down.status_code == 503 and down.json()["title"] == "Service Unavailable"
+
+
+def test_metrics_count_requests_by_endpoint_template_and_status(client, r):
+    client.get("/v1/wallets/acme", headers=AUTH)
+    client.get("/v1/wallets/%20bad", headers=AUTH)
+    client.get("/v1/wallets/acme")
+    text = client.get("/metrics", headers=AUTH).text
+    def count(status: str) -> float:
+        match = re.search(r'kong_credits_admin_requests_total\{endpoint="/v1/wallets/'
+                          r'\{wallet:wallet\}",method="GET",status="' + status + r'"\} (\S+)',
+                          text)
+        assert match, text
+        return float(match.group(1))
+
+    assert count("200") >= 1 and count("422") >= 1 and count("401") >= 1
+    assert "kong_credits_admin_request_duration_seconds_bucket" in text
+    assert "acme" not in text  # wallet names never become labels
+
+
+def test_openapi_is_valid_3_1_and_documents_every_endpoint_and_error(client):
+    response = client.get("/openapi.json")  # open: a browser loads it before it has a token
+    assert response.status_code == 200
+    spec = response.json()
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+    paths = spec["paths"]
+    for path, method in [("/v1/wallets", "get"), ("/v1/wallets/{wallet}", "get"),
+                         ("/v1/wallets/{wallet}/grants", "post"),
+                         ("/v1/wallets/{wallet}/grants", "get"),
+                         ("/v1/wallets/{wallet}/ledger", "get"),
+                         ("/v1/wallets/{wallet}/alerts", "get"),
+                         ("/v1/wallets/{wallet}/budget", "get"),
+                         ("/v1/wallets/{wallet}/budget", "patch"),
+                         ("/v1/wallets/{wallet}/tokens", "post"),
+                         ("/v1/wallets/{wallet}/tokens/{token_id}", "delete"),
+                         ("/healthz", "get"), ("/metrics", "get")]:
+        operation = paths[path][method]
+        errors = {code: r for code, r in operation["responses"].items() if code[0] in "45"}
+        assert errors, (path, method)
+        for answer in errors.values():
+            assert answer["content"] == {"application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"}}}
+    grant = paths["/v1/wallets/{wallet}/grants"]["post"]
+    assert {"200", "201", "401", "403", "409", "422"} <= set(grant["responses"])
+    assert "Idempotency-Key" in [p["name"] for p in grant["parameters"]]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert {"title", "status", "detail"} <= set(spec["components"]["schemas"]["Problem"]
+                                                ["properties"])
+
+
+def test_docs_and_their_assets_are_served_by_the_process(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(s.startswith("/") for s in sources), sources  # no CDN
+    assert "http://" not in page.text and "https://" not in page.text
+    for source in sources:
+        asset = client.get(source)
+        assert asset.status_code == 200 and len(asset.content) > 100, source
+
+
+def test_an_unknown_path_and_a_wrong_method_are_problems(client):
+    for response, status in ((client.get("/v1/nothing", headers=AUTH), 404),
+                             (client.put("/v1/wallets/acme/budget", headers=AUTH), 405)):
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def run_command(*args: str, env_token: str | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "KONG_CREDITS_ADMIN_TOKEN"}
+    if env_token is not None:
+        env["KONG_CREDITS_ADMIN_TOKEN"] = env_token
+    return subprocess.run(admin_argv(*args), env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.parametrize(("args", "token", "says"), [
+    ((), None, "KONG_CREDITS_ADMIN_TOKEN"),
+    ((), " , ", "KONG_CREDITS_ADMIN_TOKEN"),
+    (("--listen", "0.0.0.0:0", "--insecure-local"), None, "loopback"),
+    (("--listen", "10.1.2.3:8400", "--insecure-local"), "t", "loopback"),
+    (("--listen", "nonsense"), "t", "--listen"),
+    (("--listen", "127.0.0.1:70000"), "t", "--listen"),
+    (("--kong-yml", "/nonexistent/kong.yml"), "t", "--kong-yml"),
+])
+def test_refuses_to_start_with_exit_2(args, token, says):
+    done = run_command(*args, env_token=token)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_redis_it_cannot_reach_is_exit_1_without_the_password():
+    done = run_command("--redis-url", "redis://:hunter2@127.0.0.1:1/0", env_token="t")
+    assert done.returncode == 1 and "Redis unavailable" in done.stderr
+    assert "hunter2" not in done.stderr
+
+
+def test_insecure_local_serves_loopback_without_a_token(redis_url, tmp_path, r):
+    with run_admin(redis_url, tmp_path, "--insecure-local", tokens=None) as admin:
+        response = httpx.get(f"{admin.url}/v1/wallets/acme", timeout=10)
+        assert response.status_code == 200 and response.json()["balance"] == 0
