@@ -36,6 +36,7 @@ __all__ = [
     "SHARDS_ENV",
     "SHARDS_KEY",
     "SLOTS",
+    "WALLET_INDEX_BUILT_KEY",
     "WALLET_TOKENS_KEY",
     "WalletKeys",
     "alert_stream",
@@ -51,6 +52,7 @@ __all__ = [
     "shard_tags",
     "wallet_index",
     "wallet_indexes",
+    "wallet_of_state_key",
 ]
 
 PREFIX = "kc"
@@ -195,6 +197,22 @@ def wallet_index(shard: int) -> str:
 
 def wallet_indexes() -> list[str]:
     return [wallet_index(shard) for shard in range(SHARDS)]
+
+
+WALLET_INDEX_BUILT_KEY = f"{PREFIX}:wallet_index_built"
+"""STRING, set once the wallets that existed before the wallet index were added to it."""
+STATE_KEY_PATTERN = f"{PREFIX}:{{*}}:w:*:state"
+"""SCAN pattern matching every wallet's state key (and possibly a few others: check with
+`wallet_of_state_key`)."""
+
+
+def wallet_of_state_key(key: str) -> str | None:
+    """The wallet whose `state` key this is, or None for any other key."""
+    _, found, rest = key.partition("}:w:")
+    name = rest.removesuffix(":state")
+    if not found or name == rest or not name:
+        return None
+    return name if WalletKeys(name).state == key else None
 
 
 def shard_of_stream(stream: str) -> int:

@@ -13,6 +13,7 @@ from admin_server import ADMIN_TOKEN, AdminProcess, run_admin
 
 from kong_credits import wallets
 from kong_credits.engine import AuthorizeRequest, Engine
+from kong_credits.keys import wallet_indexes
 
 pytestmark = pytest.mark.timeout(60)
 _ids = itertools.count()
@@ -264,3 +265,16 @@ class TestListingWallets:
     def test_a_cursor_it_did_not_make_is_422(self, api):
         problem = assert_problem(api.get("/v1/wallets", params={"cursor": "%%%"}), 422)
         assert problem["errors"][0]["field"] == "cursor"
+
+
+def test_wallets_from_before_the_index_are_listed_after_a_restart(redis_url, r, tmp_path):
+    wallets.grant(r, "old", 10)
+    wallets.grant(r, "ünï/cödé", 10)
+    wallets.set_budget(r, "capped", daily_cap=3)
+    r.delete(*wallet_indexes())  # as a deployment older than the index left them
+    r.set("kc:{s1}:w:not-a-wallet:state:x", "1")
+    with run_admin(redis_url, tmp_path) as admin:
+        assert "wallet index built: 3 existing wallet(s)" in admin.output()
+        rows = httpx.get(f"{admin.url}/v1/wallets", timeout=10,
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()["wallets"]
+    assert [w["wallet"] for w in rows] == ["capped", "old", "ünï/cödé"]

@@ -64,6 +64,7 @@ def admin_command(listen: str, redis_url: str, store_url: str | None, kong_yml: 
     import uvicorn
 
     from .app import create_app
+    from .wallet_index import index_existing_wallets
 
     try:
         host, port = parse_listen(listen)
@@ -84,10 +85,13 @@ def admin_command(listen: str, redis_url: str, store_url: str | None, kong_yml: 
     try:
         app = create_app(settings)
         check_shards(app.state.redis, mask_url(redis_url))
+        indexed = index_existing_wallets(app.state.redis)
     except InvalidInput as exc:
         raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     except ShardsMismatch as exc:
         raise click.ClickException(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable) as exc:
         raise click.ClickException(unavailable(exc, redis_url)) from None
+    if indexed is not None:
+        click.echo(f"wallet index built: {indexed} existing wallet(s)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)

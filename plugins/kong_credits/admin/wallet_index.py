@@ -16,9 +16,15 @@ import heapq
 import redis
 
 from ..errors import InvalidInput
-from ..keys import wallet_indexes
+from ..keys import (
+    STATE_KEY_PATTERN,
+    WALLET_INDEX_BUILT_KEY,
+    WalletKeys,
+    wallet_indexes,
+    wallet_of_state_key,
+)
 
-__all__ = ["decode_cursor", "encode_cursor", "page_of_wallets"]
+__all__ = ["decode_cursor", "encode_cursor", "index_existing_wallets", "page_of_wallets"]
 
 
 def encode_cursor(name: str) -> str:
@@ -53,3 +59,25 @@ def page_of_wallets(client: redis.Redis, *, prefix: str = "", limit: int = 100,
     if len(names) > limit:
         return names[:limit], encode_cursor(names[limit - 1])
     return names, None
+
+
+def index_existing_wallets(client: redis.Redis, batch: int = 1000) -> int | None:
+    """Once per deployment, add the wallets written before the index existed: SCAN for
+    their state keys (every node of a cluster), ZADD in batches. Returns how many were
+    found, or None when it was done before. Safe beside live traffic: a grant indexes its
+    wallet by itself, and ZADD of a name already there changes nothing."""
+    if client.exists(WALLET_INDEX_BUILT_KEY):
+        return None
+    found = 0
+    pipe = client.pipeline(transaction=False)
+    for key in client.scan_iter(match=STATE_KEY_PATTERN, count=batch):
+        name = wallet_of_state_key(_text(key))
+        if name is None:
+            continue
+        pipe.zadd(WalletKeys(name).index, {name: 0})
+        found += 1
+        if found % batch == 0:
+            pipe.execute()
+    pipe.execute()
+    client.set(WALLET_INDEX_BUILT_KEY, "1")
+    return found
