@@ -69,7 +69,7 @@ async function route() {
   const wallet = walletInHash();
   view.dataset.view = wallet ? "wallet" : "operator";
   try {
-    if (wallet) await walletView(view, wallet, { admin });
+    if (wallet) await walletView(view, wallet);
     else if (admin) await operatorView(view);
     else location.hash = `#/wallet/${encodeURIComponent(session.wallet)}`;
   } catch (error) {

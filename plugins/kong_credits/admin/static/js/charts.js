@@ -13,6 +13,12 @@ function height(target) {
   return window.innerWidth < 600 ? 200 : 260;
 }
 
+/** Axis labels: short (1.5M) unless that would print two ticks alike (1.52M, 1.53M). */
+function axisValues(ticks) {
+  const short = ticks.map(compact);
+  return new Set(short).size === short.length ? short : ticks.map(credits);
+}
+
 const utcLegend = (u, seconds) => (seconds == null ? "–" :
   `${new Date(seconds * 1000).toLocaleString()} (${utcTime(new Date(seconds * 1000).toISOString())})`);
 
@@ -49,8 +55,8 @@ export function bucketChart(target, starts, creditsPerBucket, requestsPerBucket,
     ],
     axes: [
       {},
-      { values: (u, ticks) => ticks.map(compact), size: 56 },
-      { scale: "requests", side: 1, grid: { show: false }, values: (u, ticks) => ticks.map(compact),
+      { values: (u, ticks) => axisValues(ticks), size: 56 },
+      { scale: "requests", side: 1, grid: { show: false }, values: (u, ticks) => axisValues(ticks),
         size: 56 },
     ],
   }, [starts, creditsPerBucket, requestsPerBucket]);
@@ -84,8 +90,8 @@ export function balanceChart(target, history, projection, burn) {
     ],
     axes: [
       {},
-      { values: (u, ticks) => ticks.map(compact), size: 56 },
-      { scale: "rate", side: 1, grid: { show: false }, values: (u, ticks) => ticks.map(compact),
+      { values: (u, ticks) => axisValues(ticks), size: 56 },
+      { scale: "rate", side: 1, grid: { show: false }, values: (u, ticks) => axisValues(ticks),
         size: 56 },
     ],
   }, data);
@@ -102,6 +108,6 @@ export function linesChart(target, named) {
       label, stroke: COLORS[(i + 1) % COLORS.length], width: 2, spanGaps: true,
       value: (u, v) => credits(v),
     }))],
-    axes: [{}, { values: (u, ticks) => ticks.map(compact), size: 56 }],
+    axes: [{}, { values: (u, ticks) => axisValues(ticks), size: 56 }],
   }, data);
 }

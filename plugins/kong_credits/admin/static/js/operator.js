@@ -1,7 +1,7 @@
 // The operator view (admin token): every wallet with balance, burn rate, projection,
 // refusals and open alerts; search by prefix; top spenders today; refusals over time.
 
-import { get, getAll, itemsOf } from "./api.js";
+import { get, getAll, itemsOf, walletPath } from "./api.js";
 import { iso } from "./buckets.js";
 import { linesChart } from "./charts.js";
 import { h, section, stat, table } from "./dom.js";
@@ -13,7 +13,8 @@ const SAMPLE_EVERY_MS = 15000;
 const SAMPLES_KEY = "kong-credits.refusal-samples";
 const REFUSALS = { refused_credits: "credits", refused_rate_limit: "rate limit", refused_budget: "budget" };
 
-const openAlerts = (w) => w.open_alerts ?? w.alerts_open ?? w.alerts ?? 0;
+const OPEN_ALERT_S = 86400;
+const FETCHES_AT_ONCE = 6;
 const walletLink = (name) => h("a", { href: `#/wallet/${encodeURIComponent(name)}` }, name);
 
 function totals(wallets) {
@@ -61,13 +62,36 @@ export async function operatorView(root) {
     section("All wallets", search, list, more));
 
   let wallets = [];
+  const alertCounts = new Map();  // wallet -> alerts of the last 24 h, fetched once per page load
+
+  /** Open alerts: the API's count when it gives one, else the wallet's alerts of the last
+   * 24 hours, fetched for the rows on screen only, a few at a time. */
+  const openAlerts = (w) => w.open_alerts ?? alertCounts.get(w.wallet);
+  async function countAlerts(rows) {
+    const todo = rows.filter((w) => w.open_alerts === undefined && !alertCounts.has(w.wallet));
+    for (const w of todo) alertCounts.set(w.wallet, undefined);
+    const since = Date.now() / 1000 - OPEN_ALERT_S;
+    const worker = async () => {
+      for (let w = todo.shift(); w; w = todo.shift()) {
+        const alerts = itemsOf(await get(walletPath(w.wallet, "/alerts"), { limit: 50 }), "alerts");
+        const count = alerts.filter((a) => Date.parse(a.created_at) / 1000 >= since).length;
+        alertCounts.set(w.wallet, count);
+        const cell = list.querySelector(`[data-alerts="${CSS.escape(w.wallet)}"]`);
+        if (cell) cell.replaceChildren(alertBadge(count));
+      }
+    };
+    await Promise.all(Array.from({ length: FETCHES_AT_ONCE }, worker));
+  }
+  const alertBadge = (count) => (count === undefined ? "…"
+    : count ? h("span", { class: "badge alert", title: "alerts in the last 24 hours" }, credits(count)) : "0");
   let shown = PAGE;
   let sort = { field: "balance", descending: true };
 
   function drawTable() {
     const sorted = [...wallets].sort((a, b) => {
-      const x = a[sort.field] ?? -Infinity;
-      const y = b[sort.field] ?? -Infinity;
+      const value = (w) => (sort.field === "open_alerts" ? openAlerts(w) : w[sort.field]) ?? -Infinity;
+      const x = value(a);
+      const y = value(b);
       return (x < y ? -1 : x > y ? 1 : 0) * (sort.descending ? -1 : 1);
     });
     const heading = (title, field) => h("button", { type: "button", class: "sort", onclick: () => {
@@ -83,8 +107,9 @@ export async function operatorView(root) {
       [heading("Refused credits", "refused_credits"), (w) => credits(w.refused_credits), "num"],
       [heading("Refused rate limit", "refused_rate_limit"), (w) => credits(w.refused_rate_limit), "num"],
       [heading("Refused budget", "refused_budget"), (w) => credits(w.refused_budget), "num"],
-      [heading("Open alerts", "open_alerts"), (w) => (openAlerts(w) ? h("span", { class: "badge alert" }, credits(openAlerts(w))) : "0"), "num"],
+      [heading("Open alerts", "open_alerts"), (w) => h("span", { dataset: { alerts: w.wallet } }, alertBadge(openAlerts(w))), "num"],
     ], sorted.slice(0, shown)) : h("p", { class: "muted" }, "No wallets match."));
+    countAlerts(sorted.slice(0, shown)).catch(showError);
     more.hidden = wallets.length <= shown;
     more.textContent = `Show more (${credits(wallets.length - shown)} left)`;
   }
@@ -106,7 +131,13 @@ export async function operatorView(root) {
   async function loadSpenders() {
     const now = new Date();
     const today = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) / 1000;
-    const body = await get("/v1/usage", { by: "wallet", bucket: "day", since: iso(today) });
+    let body;
+    try {
+      body = await get("/v1/usage", { by: "wallet", bucket: "day", since: iso(today) });
+    } catch (error) {
+      spenders.replaceChildren(h("p", { class: "error" }, `Usage unavailable: ${error.message}`));
+      return;
+    }
     const rows = itemsOf(body, "rows").sort((a, b) => b.credits - a.credits).slice(0, 8);
     spenders.replaceChildren(rows.length ? table([
       ["Wallet", (r) => walletLink(r.wallet)],
@@ -143,8 +174,10 @@ export async function operatorView(root) {
   more.addEventListener("click", () => { shown += PAGE; drawTable(); });
   const showError = (error) => list.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
 
+  const started = performance.now();
   const [sum] = await Promise.all([loadWallets(), loadSpenders()]);
   drawRefusals(sum);
+  root.dataset.renderMs = String(Math.round(performance.now() - started));
   root.dataset.loaded = "1";
   const timer = setInterval(() => {
     if (!root.isConnected || root.dataset.view !== "operator") { clearInterval(timer); return; }

@@ -15,28 +15,35 @@ function againstCap(spent, cap) {
   return h("span", { class: "capped" }, `${credits(spent)} / ${credits(cap)}`, h("span", { class: "track" }, bar));
 }
 
-/** Members are the wallets named `team/...`: listed (admin) or seen in this month's usage. */
-async function memberNames(wallet, admin) {
-  const names = new Set();
-  if (admin) {
-    const listed = await getAll("/v1/wallets", { prefix: `${wallet}/`, limit: MAX_MEMBERS }, "wallets", MAX_MEMBERS);
-    for (const row of listed) names.add(row.wallet || row.name);
-  }
+/** Members are the wallets named `team/...`: those listed (a wallet token may list its own),
+ * and any that only spent from the team this month without a grant or budget of their own. */
+async function members(wallet) {
+  const listed = await getAll("/v1/wallets", { prefix: `${wallet}/`, limit: MAX_MEMBERS }, "wallets", MAX_MEMBERS);
+  const known = new Set(listed.map((row) => row.wallet));
   const now = new Date();
   const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) / 1000;
   const usage = await get("/v1/usage", { wallet, members: "true", by: "wallet", bucket: "month", since: iso(monthStart) });
-  for (const row of itemsOf(usage, "rows")) if (row.wallet && row.wallet !== wallet) names.add(row.wallet);
-  return [...names].filter((name) => name && name.startsWith(`${wallet}/`)).sort().slice(0, MAX_MEMBERS);
+  const unlisted = [...new Set(itemsOf(usage, "rows").map((row) => row.wallet))]
+    .filter((name) => name && name.startsWith(`${wallet}/`) && !known.has(name))
+    .slice(0, Math.max(0, MAX_MEMBERS - listed.length));
+  const fetched = await Promise.all(unlisted.map((name) => get(walletPath(name))));
+  return [...listed, ...fetched].sort((a, b) => (a.wallet < b.wallet ? -1 : 1));
 }
 
-export function teamPanel(wallet, { admin }) {
+export function teamPanel(wallet) {
   const body = h("div", { id: "team-members" });
   const element = section("Team members", body);
   element.hidden = true;
   async function load() {
-    const names = await memberNames(wallet, admin);
-    if (!names.length) return;
-    const docs = await Promise.all(names.map((name) => get(walletPath(name))));
+    let docs;
+    try {
+      docs = await members(wallet);
+    } catch (error) {
+      body.replaceChildren(h("p", { class: "error" }, `Members unavailable: ${error.message}`));
+      element.hidden = false;
+      return;
+    }
+    if (!docs.length) return;
     body.replaceChildren(table([
       ["Member", (d) => h("a", { href: `#/wallet/${encodeURIComponent(d.wallet)}` }, d.wallet.slice(wallet.length + 1))],
       ["Today / daily cap", (d) => againstCap(d.spent_today, (d.budget || {}).member_daily_cap)],

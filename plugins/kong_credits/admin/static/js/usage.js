@@ -187,5 +187,5 @@ export function usagePanel(wallet, { members, onSeries }) {
   if (membersBox) membersBox.addEventListener("change", () => load().catch(report));
   bucketSelect.value = state.bucket;
 
-  return { element, load };
+  return { element, load: () => load().catch(report) };
 }

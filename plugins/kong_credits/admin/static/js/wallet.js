@@ -52,8 +52,9 @@ function balancePanel(doc, entries) {
   const chartBox = h("div", { id: "balance-chart", class: "chart" });
   const element = section("Balance", chartBox);
   const now = Date.now() / 1000;
-  const points = entries.map((e) => [Date.parse(e.at) / 1000, e.balance]).reverse();
-  points.push([now, doc.balance]);
+  const points = entries.filter((e) => e.at).map((e) => [Date.parse(e.at) / 1000, e.balance])
+    .sort((a, b) => a[0] - b[0]);
+  points.push([Math.max(now, ...points.map((p) => p[0])), doc.balance]);
   const history = [points.map((p) => p[0]), points.map((p) => p[1])];
   let projection = [[], []];
   if (doc.projected_empty_at && doc.balance > 0) {
@@ -77,7 +78,7 @@ function balancePanel(doc, entries) {
 }
 
 /** Render the wallet view of `wallet` into `root`; throws the API's error (e.g. 403). */
-export async function walletView(root, wallet, { admin }) {
+export async function walletView(root, wallet) {
   const started = performance.now();
   root.dataset.loaded = "";
   const doc = await get(walletPath(wallet));
@@ -88,7 +89,7 @@ export async function walletView(root, wallet, { admin }) {
   const isTeam = !wallet.includes("/");
   const balance = balancePanel(doc, itemsOf(ledger, "entries"));
   const usage = usagePanel(wallet, { members: isTeam, onSeries: (...args) => balance.setBurn(...args) });
-  const team = isTeam ? teamPanel(wallet, { admin }) : null;
+  const team = isTeam ? teamPanel(wallet) : null;
   const prices = pricesPanel();
   root.replaceChildren(
     h("div", { class: "title-row" }, h("h1", { id: "wallet-name" }, doc.wallet || wallet),
