@@ -146,3 +146,21 @@ def test_insecure_local_serves_loopback_without_a_token(redis_url, tmp_path, r):
     with run_admin(redis_url, tmp_path, "--insecure-local", tokens=None) as admin:
         response = httpx.get(f"{admin.url}/v1/wallets/acme", timeout=10)
         assert response.status_code == 200 and response.json()["balance"] == 0
+
+
+def test_docker_compose_serves_the_admin_on_its_own_port():
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    admin = compose["services"]["admin"]
+    assert admin["entrypoint"] == ["kong-credits"]
+    assert admin["command"][:3] == ["admin", "--listen", "0.0.0.0:8400"]
+    assert admin["ports"] == ["8400:8400"]
+    assert "KONG_CREDITS_ADMIN_TOKEN" in admin["environment"]
+    assert admin["environment"]["KONG_CREDITS_REDIS_URL"] == \
+        compose["services"]["forwarder"]["environment"]["KONG_CREDITS_REDIS_URL"]
+    other_ports = [p for name, s in compose["services"].items() if name != "admin"
+                   for p in s.get("ports", [])]
+    assert all(not p.startswith("8400:") for p in other_ports)
