@@ -22,7 +22,9 @@ async function members(wallet) {
   const known = new Set(listed.map((row) => row.wallet));
   const now = new Date();
   const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) / 1000;
-  const usage = await get("/v1/usage", { wallet, members: "true", by: "wallet", bucket: "month", since: iso(monthStart) });
+  // Without a usage store (the admin started without --store) the listed members remain.
+  const usage = await get("/v1/usage", { wallet, members: "true", by: "wallet", bucket: "month", since: iso(monthStart) })
+    .catch(() => null);
   const unlisted = [...new Set(itemsOf(usage, "rows").map((row) => row.wallet))]
     .filter((name) => name && name.startsWith(`${wallet}/`) && !known.has(name))
     .slice(0, Math.max(0, MAX_MEMBERS - listed.length));
