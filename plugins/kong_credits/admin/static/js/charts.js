@@ -43,7 +43,8 @@ function draw(target, options, data) {
  */
 export function bucketChart(target, starts, creditsPerBucket, requestsPerBucket, onPick) {
   const chart = draw(target, {
-    cursor: { drag: { x: false, y: false }, points: { show: false } },
+    // No drag-zoom here: a click picks a bucket, even one uPlot takes for a tiny drag.
+    cursor: { drag: { x: false, y: false, click: () => {} }, points: { show: false } },
     legend: { live: true },
     scales: { x: { time: true }, requests: { auto: true } },
     series: [
@@ -62,9 +63,10 @@ export function bucketChart(target, starts, creditsPerBucket, requestsPerBucket,
   }, [starts, creditsPerBucket, requestsPerBucket]);
   chart.over.style.cursor = onPick ? "pointer" : "default";
   if (onPick) {
-    chart.over.addEventListener("click", () => {
-      const index = chart.cursor.idx;
-      if (index !== null && index !== undefined) onPick(index);
+    chart.over.addEventListener("click", (event) => {
+      // From the click's own position: the cursor may not have moved over a fresh chart.
+      const index = chart.posToIdx(event.clientX - chart.over.getBoundingClientRect().left);
+      if (index !== null && index !== undefined && index >= 0) onPick(index);
     });
   }
   return chart;
