@@ -229,10 +229,14 @@ class TestGrants:
         assert "exceed" in body["detail"]
         assert wallets.balance(r, "full").balance == 4 * 10**15
 
-    def test_a_body_that_is_not_json_is_422(self, api):
-        response = api.post("/v1/wallets/acme/grants", content=b"amount=5",
+    @pytest.mark.parametrize("content", [b"amount=5", b"[]", b"null", b'{"amount": 1e3}',
+                                         b'{"amount": ' + b"9" * 5000 + b"}", b"",
+                                         b'{"amount": NaN}'])
+    def test_a_body_that_is_not_a_grant_is_422(self, api, r, content):
+        response = api.post("/v1/wallets/acme/grants", content=content,
                             headers={"Content-Type": "application/json"})
         assert_problem(response, 422)
+        assert wallets.balance(r, "acme").grants == []
 
 
 class TestListingWallets:

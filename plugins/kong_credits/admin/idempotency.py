@@ -92,7 +92,9 @@ def idempotent_grant(client: redis.Redis, wallet: str, *, amount: int, grant_id:
             _release(client, keys, idempotency_key)  # type: ignore[arg-type]
         raise
     view = wallets.balance(client, wallet)
-    grant = next(g for g in view.grants if g.id == gid)
+    grant = next((g for g in view.grants if g.id == gid), None)
+    if grant is None:  # its record is gone: nothing can be compared, nothing is granted again
+        raise ProblemError(409, f"grant {gid!r} of this key no longer exists")
     if not created and (grant.amount, grant.priority, _expiry_ms(grant)) != (
         request.amount, request.priority, request.expires_at_ms
     ):

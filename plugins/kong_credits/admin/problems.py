@@ -98,6 +98,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. a huge integer)
+            return problem_response(422, f"body: {detail}", errors=[FieldError(
+                field="body", location="body", message=detail)])
         return problem_response(exc.status_code, detail, headers=exc.headers)
 
     @app.exception_handler(RedisUnavailable)
