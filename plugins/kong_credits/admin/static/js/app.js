@@ -21,9 +21,15 @@ function showSignIn(error = "") {
   $("token").focus();
 }
 
+/** `#/wallet/NAME?range=30d`: the wallet (its name percent-encoded) and the view's options. */
 function walletInHash() {
-  const match = location.hash.match(/^#\/wallet\/(.+)$/);
+  const match = location.hash.match(/^#\/wallet\/([^?]+)/);
   return match ? decodeURIComponent(match[1]) : null;
+}
+
+function hashOptions() {
+  const query = location.hash.split("?")[1];
+  return Object.fromEntries(new URLSearchParams(query || ""));
 }
 
 /** Which token this is: an admin token lists wallets; a wallet token opens its wallet. */
@@ -69,7 +75,7 @@ async function route() {
   const wallet = walletInHash();
   view.dataset.view = wallet ? "wallet" : "operator";
   try {
-    if (wallet) await walletView(view, wallet);
+    if (wallet) await walletView(view, wallet, hashOptions());
     else if (admin) await operatorView(view);
     else location.hash = `#/wallet/${encodeURIComponent(session.wallet)}`;
   } catch (error) {

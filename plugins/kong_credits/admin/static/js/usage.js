@@ -39,9 +39,11 @@ function dateInputValue(seconds) {
  * The usage panel of `wallet`. `onSeries(starts, creditsPer, bucket)` hears each drawn
  * series (the balance chart draws the burn-rate trend from it).
  */
-export function usagePanel(wallet, { members, onSeries }) {
+export function usagePanel(wallet, { members, range = "7d", onSeries }) {
   const now = Math.floor(Date.now() / 1000);
-  const state = { range: "7d", bucket: "hour", since: now - 7 * DAY, until: now, stack: [] };
+  const start = RANGES[range] && RANGES[range].span ? RANGES[range] : RANGES["7d"];
+  const state = { range: start === RANGES[range] ? range : "7d", bucket: start.bucket,
+    since: now - start.span, until: now, stack: [] };
 
   const rangeSelect = h("select", { id: "range", "aria-label": "Range" },
     Object.entries(RANGES).map(([key, r]) => h("option", { value: key, selected: key === state.range }, r.label)));
@@ -73,6 +75,7 @@ export function usagePanel(wallet, { members, onSeries }) {
 
   async function load() {
     const { bucket, since, until } = level();
+    const started = performance.now();
     element.dataset.loaded = "";
     events.replaceChildren();
     drawCrumbs();
@@ -94,6 +97,7 @@ export function usagePanel(wallet, { members, onSeries }) {
     breakdown(byRoute, totalsBy(itemsOf(routes, "rows"), "route", routeLabel), "Endpoint");
     breakdown(byMethod, totalsBy(itemsOf(methods, "rows"), "method"), "Method");
     if (onSeries) onSeries(starts, creditsPer, bucket);
+    element.dataset.renderMs = String(Math.round(performance.now() - started));
     element.dataset.loaded = "1";
   }
 

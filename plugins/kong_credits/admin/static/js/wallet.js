@@ -77,8 +77,9 @@ function balancePanel(doc, entries) {
   };
 }
 
-/** Render the wallet view of `wallet` into `root`; throws the API's error (e.g. 403). */
-export async function walletView(root, wallet) {
+/** Render the wallet view of `wallet` into `root` (`range`: the usage range to start with,
+ * e.g. "30d"); throws the API's error (e.g. 403). */
+export async function walletView(root, wallet, { range } = {}) {
   const started = performance.now();
   root.dataset.loaded = "";
   const doc = await get(walletPath(wallet));
@@ -88,7 +89,7 @@ export async function walletView(root, wallet) {
   ]);
   const isTeam = !wallet.includes("/");
   const balance = balancePanel(doc, itemsOf(ledger, "entries"));
-  const usage = usagePanel(wallet, { members: isTeam, onSeries: (...args) => balance.setBurn(...args) });
+  const usage = usagePanel(wallet, { members: isTeam, range, onSeries: (...args) => balance.setBurn(...args) });
   const team = isTeam ? teamPanel(wallet) : null;
   const prices = pricesPanel();
   root.replaceChildren(
