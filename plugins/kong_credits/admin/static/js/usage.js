@@ -53,7 +53,7 @@ export function usagePanel(wallet, { members, range = "7d", onSeries }) {
   const toInput = h("input", { type: "date", id: "to", "aria-label": "To" });
   const customDates = h("span", { class: "custom-dates", hidden: true }, fromInput, "–", toInput);
   const membersBox = members
-    ? h("label", { class: "inline" }, h("input", { type: "checkbox", id: "members" }), " include members")
+    ? h("label", { class: "inline" }, h("input", { type: "checkbox", id: "members", checked: true }), " include members")
     : null;
   const crumbs = h("nav", { id: "drill-path", class: "crumbs", "aria-label": "Drill-down" });
   const chartBox = h("div", { id: "usage-chart", class: "chart" });
