@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -118,7 +119,7 @@ def run_command(*args: str, env_token: str | None = None) -> subprocess.Complete
     if env_token is not None:
         env["KONG_CREDITS_ADMIN_TOKEN"] = env_token
     return subprocess.run(admin_argv(*args), env=env, capture_output=True, text=True,
-                          timeout=30)
+                          timeout=30, cwd=Path(__file__).parents[2])
 
 
 @pytest.mark.parametrize(("args", "token", "says"), [
@@ -129,11 +130,14 @@ def run_command(*args: str, env_token: str | None = None) -> subprocess.Complete
     (("--listen", "nonsense"), "t", "--listen"),
     (("--listen", "127.0.0.1:70000"), "t", "--listen"),
     (("--kong-yml", "/nonexistent/kong.yml"), "t", "--kong-yml"),
+    (("--kong-yml", "tests/admin/test_api_system.py"), "t", "--kong-yml"),
+    (("--redis-url", "redis://:hunter2@host:notaport/0"), "t", "--redis-url"),
 ])
 def test_refuses_to_start_with_exit_2(args, token, says):
     done = run_command(*args, env_token=token)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr
 
 
 def test_a_redis_it_cannot_reach_is_exit_1_without_the_password():
@@ -149,8 +153,6 @@ def test_insecure_local_serves_loopback_without_a_token(redis_url, tmp_path, r):
 
 
 def test_docker_compose_serves_the_admin_on_its_own_port():
-    from pathlib import Path
-
     import yaml
 
     compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())

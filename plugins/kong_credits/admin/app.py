@@ -8,6 +8,7 @@ What a router may rely on (other routers, e.g. payment webhooks, are added with
                            engine (wallets.grant, ...); sync endpoints run in a thread pool
     app.state.metrics      AdminMetrics (Prometheus registry of this app)
     app.state.store_check  None, or a callable raising when the usage store is unreachable
+    app.state.route_names  RouteNames from settings.kong_yml (empty without it)
 
 Routes are matched in the order they are added: `/v1/wallets/{wallet:wallet}` comes last among
 the wallet routes, and the dashboard's catch-all `/` after everything (see `_ROUTERS`).
@@ -28,6 +29,7 @@ from . import problems, routes_grants, routes_system, routes_tokens, routes_wall
 from .dashboard import mount_dashboard
 from .metrics import AdminMetrics, MetricsMiddleware
 from .openapi import document
+from .route_names import RouteNames
 from .settings import AdminSettings
 from .wallet_param import EncodedSlashes
 
@@ -43,7 +45,9 @@ _ROUTERS = (routes_system.router, routes_tokens.router, routes_grants.router,
 
 
 def create_app(settings: AdminSettings) -> FastAPI:
-    """The application; nothing connects until the first request."""
+    """The application; nothing connects until the first request. InvalidInput when
+    `settings.kong_yml` cannot be read."""
+    route_names = RouteNames.load(settings.kong_yml) if settings.kong_yml else RouteNames()
     client = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
                           health_check_interval=30)
 
@@ -58,6 +62,7 @@ def create_app(settings: AdminSettings) -> FastAPI:
     app.state.redis = client
     app.state.metrics = AdminMetrics()
     app.state.store_check = None
+    app.state.route_names = route_names
     problems.install(app)
     for router in _ROUTERS:
         app.include_router(router)

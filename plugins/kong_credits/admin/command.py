@@ -11,7 +11,7 @@ import redis
 
 from ..errors import InvalidInput, RedisUnavailable
 from ..redact import mask_url
-from ..redis_url import unavailable
+from ..redis_url import parse_redis_url, unavailable
 from ..schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from ..shards import ShardsMismatch, check_shards
 from .settings import ADMIN_TOKEN_ENV, AdminSettings, parse_admin_tokens
@@ -79,15 +79,20 @@ def admin_command(listen: str, redis_url: str, store_url: str | None, kong_yml: 
             "API on this machine without one, listen on 127.0.0.1 with --insecure-local")
     if kong_yml is not None and not Path(kong_yml).is_file():
         raise click.BadParameter(f"{kong_yml} is not a file", param_hint="--kong-yml")
+    try:  # a malformed URL is refused before anything else (its message masks the password)
+        parse_redis_url(redis_url)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     settings = AdminSettings(redis_url=redis_url, admin_tokens=tokens, store_url=store_url,
                              kong_yml=Path(kong_yml) if kong_yml else None,
                              insecure_local=insecure_local)
     try:
         app = create_app(settings)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--kong-yml") from None
+    try:
         check_shards(app.state.redis, mask_url(redis_url))
         indexed = index_existing_wallets(app.state.redis)
-    except InvalidInput as exc:
-        raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     except ShardsMismatch as exc:
         raise click.ClickException(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError, RedisUnavailable) as exc:
