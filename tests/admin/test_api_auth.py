@@ -87,13 +87,13 @@ class TestWalletTokens:
     def test_reads_its_wallet_and_its_members(self, client, r, path):
         wallets.grant(r, "team/alice", 3)
         token = new_token(client, "team")["token"]
-        for wallet in ("team", "team/alice", "team%2Falice"):
+        for wallet in ("team", "team/alice", "team%2Falice", "team/alice/bot"):
             response = client.get(path.format(w=wallet), headers=bearer(token))
             assert response.status_code == 200, (wallet, response.text)
 
     @pytest.mark.parametrize("path", READS)
-    @pytest.mark.parametrize("wallet", ["other", "tea", "teamster", "team/alice/bot",
-                                        "tea%2Fm"])
+    @pytest.mark.parametrize("wallet", ["other", "tea", "teamster", "tea%2Fm", "team.x",
+                                        "xteam/alice", "Team"])
     def test_out_of_scope_is_403(self, client, path, wallet):
         token = new_token(client, "team")["token"]
         assert_problem(client.get(path.format(w=wallet), headers=bearer(token)), 403)
@@ -114,12 +114,12 @@ class TestWalletTokens:
         assert r.hlen(WALLET_TOKENS_KEY) == 1
 
     def test_lists_only_its_members_and_metrics_are_admin_only(self, client, r):
-        for name in ("team", "team/alice", "team/bob", "teamster", "zed"):
+        for name in ("team", "team/alice", "team/alice/bot", "team/bob", "teamster", "zed"):
             wallets.grant(r, name, 1)
         token = new_token(client, "team")["token"]
         rows = client.get("/v1/wallets", params={"prefix": "team/"},
                           headers=bearer(token)).json()["wallets"]
-        assert [w["wallet"] for w in rows] == ["team/alice", "team/bob"]
+        assert [w["wallet"] for w in rows] == ["team/alice", "team/alice/bot", "team/bob"]
         for prefix in ("", "team", "teams/", "zed"):
             assert_problem(client.get("/v1/wallets", params={"prefix": prefix},
                                       headers=bearer(token)), 403)

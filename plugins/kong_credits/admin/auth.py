@@ -3,8 +3,9 @@
     Authorization: Bearer <token>
 
 An admin token (`$KONG_CREDITS_ADMIN_TOKEN`, comma-separated) may do everything. A wallet
-token, made by `POST /v1/wallets/{wallet}/tokens`, reads its own wallet and that wallet's
-direct members (`team` reads `team/alice`) and never writes. No or an unknown token: 401; a
+token, made by `POST /v1/wallets/{wallet}/tokens`, reads its own wallet and the wallets named
+under it (`team` reads `team/alice` and `team/alice/bot`: what `usage --members` sums) and
+never writes. No or an unknown token: 401; a
 valid token outside its scope: 403.
 
 A wallet token is `kcw_<id>_<secret>`: Redis keeps, under `keys.WALLET_TOKENS_KEY`, only the
@@ -28,7 +29,7 @@ import redis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..keys import WALLET_TOKENS_KEY, parent_of
+from ..keys import WALLET_TOKENS_KEY
 from .problems import ProblemError
 
 __all__ = ["Principal", "authenticate", "issue_wallet_token", "list_wallet_tokens",
@@ -51,7 +52,7 @@ class Principal:
         return self.wallet is None
 
     def can_read(self, wallet: str) -> bool:
-        return self.admin or wallet == self.wallet or parent_of(wallet) == self.wallet
+        return self.admin or wallet == self.wallet or wallet.startswith(f"{self.wallet}/")
 
 
 def _digest(text: str) -> bytes:

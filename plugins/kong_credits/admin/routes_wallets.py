@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from .. import wallets
 from ..errors import InvalidInput
-from ..keys import parent_of
 from ..wallets import WalletView
 from .alert_log import recent_alerts
 from .auth import Principal, authenticate
@@ -59,8 +58,6 @@ def list_wallets(
         raise invalid("cursor", str(exc), "query") from None
     client = request.app.state.redis
     names, next_cursor = page_of_wallets(client, prefix=prefix, limit=limit, after=after)
-    if not principal.admin:
-        names = [n for n in names if parent_of(n) == principal.wallet]
     views = wallets.balances(client, names) if names else []
     return {"wallets": [WalletSummary.of(view) for view in views], "next_cursor": next_cursor}
 
