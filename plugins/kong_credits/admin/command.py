@@ -61,11 +61,6 @@ def admin_command(listen: str, redis_url: str, store_url: str | None, kong_yml: 
     $KONG_CREDITS_ADMIN_TOKEN (comma-separated for several) or a wallet token made with
     POST /v1/wallets/{wallet}/tokens.
     """
-    import uvicorn
-
-    from .app import create_app
-    from .wallet_index import index_existing_wallets
-
     try:
         host, port = parse_listen(listen)
     except InvalidInput as exc:
@@ -83,6 +78,11 @@ def admin_command(listen: str, redis_url: str, store_url: str | None, kong_yml: 
         parse_redis_url(redis_url)
     except InvalidInput as exc:
         raise click.BadParameter(str(exc), param_hint="--redis-url") from None
+    import uvicorn  # here, not at the top: `kong-credits --help` stays fast
+
+    from .app import create_app
+    from .wallet_index import index_existing_wallets
+
     settings = AdminSettings(redis_url=redis_url, admin_tokens=tokens, store_url=store_url,
                              kong_yml=Path(kong_yml) if kong_yml else None,
                              insecure_local=insecure_local)
