@@ -60,6 +60,7 @@ def test_metrics_count_requests_by_endpoint_template_and_status(client, r):
 
     assert count("200") >= 1 and count("422") >= 1 and count("401") >= 1
     assert "kong_credits_admin_request_duration_seconds_bucket" in text
+    assert "process_resident_memory_bytes" in text
     assert "acme" not in text  # wallet names never become labels
 
 

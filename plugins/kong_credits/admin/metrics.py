@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AdminMetrics", "MetricsMiddleware"]
@@ -18,10 +18,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class AdminMetrics:
-    """The registry and the two metrics the middleware feeds."""
+    """The registry: the two metrics the middleware feeds, and the process's own (CPU,
+    memory, open files)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "kong_credits_admin_requests", "Admin API requests answered, by endpoint and status.",
             ["method", "endpoint", "status"], registry=self.registry)
