@@ -66,3 +66,18 @@ export async function getAll(path, params, key, max = 5000) {
   } while (cursor && items.length < max);
   return items;
 }
+
+let featuresOnce = null;
+
+/**
+ * What this admin process serves beyond wallets, from the open `/healthz`: `usage` is true
+ * when it was started with a usage store (`--store`), so a dashboard without one shows why
+ * instead of calling endpoints that cannot answer.
+ */
+export function features() {
+  featuresOnce ||= fetch("/healthz", { credentials: "omit", cache: "no-store" })
+    .then((response) => response.json())
+    .then((body) => ({ usage: "store" in body || /\bstore\b/.test(body.detail || "") }))
+    .catch(() => ({ usage: true }));
+  return featuresOnce;
+}

@@ -1,7 +1,7 @@
 // The operator view (admin token): every wallet with balance, burn rate, projection,
 // refusals and open alerts; search by prefix; top spenders today; refusals over time.
 
-import { get, getAll, itemsOf, walletPath } from "./api.js";
+import { features, get, getAll, itemsOf, walletPath } from "./api.js";
 import { iso } from "./buckets.js";
 import { linesChart } from "./charts.js";
 import { h, section, stat, table } from "./dom.js";
@@ -131,6 +131,10 @@ export async function operatorView(root) {
   async function loadSpenders() {
     const now = new Date();
     const today = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) / 1000;
+    if (!(await features()).usage) {
+      spenders.replaceChildren(h("p", { class: "muted" }, "Needs a usage store: start kong-credits admin with --store."));
+      return;
+    }
     let body;
     try {
       body = await get("/v1/usage", { by: "wallet", bucket: "day", since: iso(today) });

@@ -17,14 +17,13 @@ function againstCap(spent, cap) {
 
 /** Members are the wallets named `team/...`: those listed (a wallet token may list its own),
  * and any that only spent from the team this month without a grant or budget of their own. */
-async function members(wallet) {
+async function members(wallet, withUsage) {
   const listed = await getAll("/v1/wallets", { prefix: `${wallet}/`, limit: MAX_MEMBERS }, "wallets", MAX_MEMBERS);
   const known = new Set(listed.map((row) => row.wallet));
   const now = new Date();
   const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) / 1000;
-  // Without a usage store (the admin started without --store) the listed members remain.
-  const usage = await get("/v1/usage", { wallet, members: "true", by: "wallet", bucket: "month", since: iso(monthStart) })
-    .catch(() => null);
+  const usage = withUsage ? await get("/v1/usage", { wallet, members: "true", by: "wallet", bucket: "month", since: iso(monthStart) })
+    .catch(() => null) : null;
   const unlisted = [...new Set(itemsOf(usage, "rows").map((row) => row.wallet))]
     .filter((name) => name && name.startsWith(`${wallet}/`) && !known.has(name))
     .slice(0, Math.max(0, MAX_MEMBERS - listed.length));
@@ -32,14 +31,14 @@ async function members(wallet) {
   return [...listed, ...fetched].sort((a, b) => (a.wallet < b.wallet ? -1 : 1));
 }
 
-export function teamPanel(wallet) {
+export function teamPanel(wallet, { withUsage }) {
   const body = h("div", { id: "team-members" });
   const element = section("Team members", body);
   element.hidden = true;
   async function load() {
     let docs;
     try {
-      docs = await members(wallet);
+      docs = await members(wallet, withUsage);
     } catch (error) {
       body.replaceChildren(h("p", { class: "error" }, `Members unavailable: ${error.message}`));
       element.hidden = false;

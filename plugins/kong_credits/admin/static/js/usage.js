@@ -39,7 +39,7 @@ function dateInputValue(seconds) {
  * The usage panel of `wallet`. `onSeries(starts, creditsPer, bucket)` hears each drawn
  * series (the balance chart draws the burn-rate trend from it).
  */
-export function usagePanel(wallet, { members, range = "7d", onSeries }) {
+export function usagePanel(wallet, { members, range = "7d", onSeries, available = true }) {
   const now = Math.floor(Date.now() / 1000);
   const start = RANGES[range] && RANGES[range].span ? RANGES[range] : RANGES["7d"];
   const state = { range: start === RANGES[range] ? range : "7d", bucket: start.bucket,
@@ -80,6 +80,7 @@ export function usagePanel(wallet, { members, range = "7d", onSeries }) {
     events.replaceChildren();
     drawCrumbs();
     const range = { bucket, since: iso(floorTo(bucket, since)), until: iso(until) };
+    Object.assign(element.dataset, { since: range.since, until: range.until });
     const [total, routes, methods] = await Promise.all([
       get("/v1/usage", query(range)),
       get("/v1/usage", query({ ...range, by: "route" })),
@@ -191,5 +192,11 @@ export function usagePanel(wallet, { members, range = "7d", onSeries }) {
   if (membersBox) membersBox.addEventListener("change", () => load().catch(report));
   bucketSelect.value = state.bucket;
 
+  if (!available) {
+    element.replaceChildren(h("h2", {}, "Usage"), h("p", { class: "muted", id: "usage-off" },
+      "Usage needs a usage store: start kong-credits admin with --store."));
+    element.dataset.loaded = "1";
+    return { element, load: async () => {} };
+  }
   return { element, load: () => load().catch(report) };
 }

@@ -1,7 +1,7 @@
 // The wallet view: balance and its history, burn rate and projection, usage, team members,
 // grants, recent alerts and the price list. Opened by an admin token or the wallet's own.
 
-import { get, itemsOf, walletPath } from "./api.js";
+import { features, get, itemsOf, walletPath } from "./api.js";
 import { balanceChart } from "./charts.js";
 import { h, section, stat, table } from "./dom.js";
 import { credits, fromNow, rate, timeElement } from "./format.js";
@@ -83,14 +83,16 @@ export async function walletView(root, wallet, { range } = {}) {
   const started = performance.now();
   root.dataset.loaded = "";
   const doc = await get(walletPath(wallet));
-  const [ledger, alerts] = await Promise.all([
+  const [ledger, alerts, { usage: withUsage }] = await Promise.all([
     get(walletPath(wallet, "/ledger"), { limit: 1000 }),
     get(walletPath(wallet, "/alerts"), { limit: 20 }),
+    features(),
   ]);
   const isTeam = !wallet.includes("/");
   const balance = balancePanel(doc, itemsOf(ledger, "entries"));
-  const usage = usagePanel(wallet, { members: isTeam, range, onSeries: (...args) => balance.setBurn(...args) });
-  const team = isTeam ? teamPanel(wallet) : null;
+  const usage = usagePanel(wallet, { members: isTeam, range, available: withUsage,
+    onSeries: (...args) => balance.setBurn(...args) });
+  const team = isTeam ? teamPanel(wallet, { withUsage }) : null;
   const prices = pricesPanel();
   root.replaceChildren(
     h("div", { class: "title-row" }, h("h1", { id: "wallet-name" }, doc.wallet || wallet),
