@@ -209,6 +209,17 @@ class WalletKeys:
         return f"{self._base}:expiry"
 
     @property
+    def voids(self) -> str:
+        """HASH grant id -> credits voided from that grant so far, shortfall included."""
+        return f"{self._base}:voids"
+
+    @property
+    def void_replies(self) -> str:
+        """HASH "<grant id>|<void key>" -> the void's reply, so a retried void changes
+        nothing (grant ids and void keys hold no `|`, names.py)."""
+        return f"{self._base}:void_replies"
+
+    @property
     def ledger(self) -> str:
         """STREAM of the wallet's recent grants, charges, refunds and expiries (capped)."""
         return f"{self._base}:ledger"
