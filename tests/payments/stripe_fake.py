@@ -136,6 +136,7 @@ class FakeStripeApi:
         self.products: dict[str, dict[str, Any]] = {}
         self.prices: dict[str, dict[str, Any]] = {}
         self.session_items: dict[str, list[tuple[str, int]]] = {}
+        self.invoice_lines: dict[str, list[dict[str, Any]]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.sessions: list[dict[str, Any]] = []
         self.requests: list[str] = []
@@ -215,6 +216,9 @@ class FakeStripeApi:
                          "price": self.price(p, "data.price.product" in expand)}
                         for p, q in self.session_items[session]]
                 return 200, self._list(data, f"/v1/checkout/sessions/{session}/line_items")
+            case ["invoices", invoice, "lines"] if invoice in self.invoice_lines:
+                lines = self.invoice_lines[invoice]
+                return 200, self._list(lines, f"/v1/invoices/{invoice}/lines")
             case ["checkout", "sessions"]:
                 subscription = query.get("subscription", [""])[0]
                 data = [s for s in self.sessions if s["subscription"] == subscription]

@@ -20,6 +20,7 @@ from stripe_fake import (
     charge,
     checkout_session,
     event,
+    invoice_line,
     new_id,
     subscription_invoice,
 )
@@ -156,11 +157,40 @@ def test_subscription_metadata_is_fetched_when_the_event_lacks_it(r, catalog, st
     assert wallets.balance(r, "dave").balance == 70
 
 
-def test_line_items_without_an_api_key_are_a_fault_not_an_ignore(r):
+def test_without_an_api_key_only_metadata_counts(r, caplog):
     payments = payments_on(r, StripeCatalog(StripeSettings()))
     sent = event("checkout.session.completed", checkout_session(wallet="acme"))
-    with pytest.raises(StripeUnavailable, match="KONG_CREDITS_STRIPE_API_KEY"):
+    outcome = payments.apply(sent)
+    assert (outcome.action, outcome.reason) == ("ignored", "no_credits")
+    assert "KONG_CREDITS_STRIPE_API_KEY" in caplog.text
+    assert payments.apply(paid("5")).action == "granted"
+
+
+def test_a_key_stripe_refuses_is_a_fault_not_an_ignore(r, stripe_api):
+    payments = payments_on(r, StripeCatalog(StripeSettings(api_key="sk_test_revoked",
+                                                           api_base=stripe_api.url)))
+    sent = event("checkout.session.completed", checkout_session(wallet="acme"))
+    with pytest.raises(StripeUnavailable, match="AuthenticationError"):
         payments.apply(sent)
+    assert wallets.balance(r, "acme").grants == []
+
+
+def test_a_zero_invoice_buys_no_credits(r, catalog):
+    invoice = subscription_invoice(amount_paid=0, subscription_metadata={
+        "credits_wallet": "acme", "credits": "100"})
+    outcome = payments_on(r, catalog).apply(event("invoice.paid", invoice))
+    assert (outcome.action, outcome.reason) == ("ignored", "nothing_paid")
+
+
+def test_invoice_lines_beyond_the_first_page_are_listed(r, catalog, stripe_api):
+    price = stripe_api.add_price(product_credits="3")
+    product = stripe_api.prices[price]["product"]
+    invoice = subscription_invoice(subscription_metadata={"credits_wallet": "acme"},
+                                   lines=[invoice_line(price, product, 1)])
+    invoice["lines"]["has_more"] = True
+    stripe_api.invoice_lines[invoice["id"]] = [invoice_line(price, product, q)
+                                               for q in (1, 10, 100)]
+    assert payments_on(r, catalog).apply(event("invoice.paid", invoice)).credits == 333
 
 
 def test_a_grant_the_wallet_cannot_hold_is_ignored(r, catalog):

@@ -74,6 +74,11 @@ class StripeCatalog:
             )
 
     @property
+    def configured(self) -> bool:
+        """Whether an API key was given: without one, only metadata counts."""
+        return self._client is not None
+
+    @property
     def _api(self) -> stripe.StripeClient:
         if self._client is None:
             raise StripeUnavailable(f"{API_KEY_ENV} is not set: the credits of this purchase "

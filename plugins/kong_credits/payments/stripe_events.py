@@ -32,6 +32,7 @@ from ..names import parse_wallet
 from .catalog import CREDITS_KEY, StripeCatalog, line_credits
 from .metrics import STRIPE_METRICS, StripeMetrics
 from .refunds import PaymentLink, apply_refunds, link, parse_stripe_id, remember_refund
+from .settings import API_KEY_ENV
 
 __all__ = ["BadSignature", "Outcome", "StripePayments", "WebhookNotConfigured",
            "parse_event", "verify_event"]
@@ -165,13 +166,17 @@ class StripePayments:
         session_id = _object_id(session, "checkout session")
         credits = _metadata_credits(metadata)
         if credits is None:
-            credits = _credits_of_lines(lambda: self.catalog.session_line_items(session_id))
+            credits = _credits_of_lines(
+                self.catalog, lambda: self.catalog.session_line_items(session_id))
         payment_intents = [session["payment_intent"]] if session.get("payment_intent") else []
         return self._grant(event, wallet, f"stripe:{session_id}", credits, metadata,
                            payment_intents)
 
     def _invoice_paid(self, event: dict[str, Any], invoice: dict[str, Any]) -> Outcome:
         invoice_id = _object_id(invoice, "invoice")
+        if invoice.get("amount_paid") == 0:
+            raise _Ignored("nothing_paid", "a $0 invoice (a trial, a 100% coupon) buys no "
+                           "credits")
         subscription, metadata = _subscription_of(invoice)
         if subscription and metadata is None:
             metadata = self.catalog.subscription_metadata(subscription)
@@ -182,7 +187,8 @@ class StripePayments:
         wallet = _wallet(wallet_name)
         credits = _metadata_credits(metadata)
         if credits is None:
-            credits = _credits_of_lines(lambda: self.catalog.invoice_line_items(invoice))
+            credits = _credits_of_lines(
+                self.catalog, lambda: self.catalog.invoice_line_items(invoice))
         return self._grant(event, wallet, f"stripe:{invoice_id}", credits, metadata,
                            _invoice_payment_intents(invoice))
 
@@ -267,7 +273,10 @@ def _metadata_credits(metadata: dict[str, Any]) -> int | None:
         raise _Ignored("invalid_credits", str(exc)) from None
 
 
-def _credits_of_lines(line_items: Callable[[], Any]) -> int:
+def _credits_of_lines(catalog: StripeCatalog, line_items: Callable[[], Any]) -> int:
+    if not catalog.configured:
+        raise _Ignored("no_credits", f"no metadata {CREDITS_KEY} on the purchase, and no "
+                       f"{API_KEY_ENV} to read its prices")
     try:
         credits = line_credits(line_items())
     except InvalidInput as exc:
