@@ -186,3 +186,49 @@ def test_cli_void_prints_and_exits_with_the_documented_codes(redis_url, r):
     assert runner.invoke(main, ["void", "acme", "nope", *args]).exit_code == 1
     assert runner.invoke(main, ["void", "acme", "paid", "--amount", "x", *args]).exit_code == 2
     assert wallets.balance(r, "acme").balance == 0
+
+
+def test_random_voids_holds_and_settles_keep_the_books(r, engine):
+    """After every step: the balance is the sum of what live grants hold, no grant holds
+    more than its amount minus what voids took, and nothing voided comes back."""
+    import random
+
+    rng = random.Random(18)
+    keys = WalletKeys("acme")
+    amounts = {f"g{i}": rng.randint(1, 500) for i in range(6)}
+    for gid, amount in amounts.items():
+        wallets.grant(r, "acme", amount, grant_id=gid, priority=rng.randint(0, 3))
+    taken = 0  # credits voids took out of the balance
+    spent = 0  # credits settled or charged
+    open_holds: dict[str, int] = {}
+    for step in range(300):
+        action = rng.choice(["hold", "charge", "settle", "void", "void_all"])
+        if action in ("hold", "charge"):
+            cost = rng.randint(1, 80)
+            rid = f"r{step}"
+            decision = engine.authorize(AuthorizeRequest(rid, "acme", cost=cost,
+                                                         consumer="c", hold=action == "hold"))
+            if decision.admitted:
+                if action == "hold":
+                    open_holds[rid] = cost
+                else:
+                    spent += cost
+        elif action == "settle" and open_holds:
+            rid = rng.choice(sorted(open_holds))
+            held = open_holds.pop(rid)
+            actual = rng.randint(0, held)
+            engine.settle(rid, "acme", actual)
+            spent += actual
+        elif action.startswith("void"):
+            gid = rng.choice(sorted(amounts))
+            amount = None if action == "void_all" else rng.randint(1, 200)
+            taken += wallets.void_grant(r, "acme", gid, amount=amount).voided
+        remaining = {k: int(v) for k, v in r.hgetall(keys.remaining).items()}
+        live = [m.rsplit(":", 1)[1] for m in r.zrange(keys.burn_order, 0, -1)]
+        view = wallets.balance(r, "acme")
+        assert view.balance == sum(remaining[g] for g in live)
+        assert all(remaining[g] > 0 for g in live)
+        voided = {g.id: g.voided for g in view.grants}
+        assert all(remaining[g] <= amounts[g] - voided[g] for g in amounts)
+        held_now = sum(open_holds.values())
+        assert view.balance + held_now + spent + taken <= sum(amounts.values())
