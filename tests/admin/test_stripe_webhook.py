@@ -272,6 +272,21 @@ def test_bad_signature_is_400_and_nothing_happens(webhook, r, case):
     assert granted_ids(r) == [] and r.keys("kc:stripe:*") == []
 
 
+def test_a_header_with_several_v1_signatures_needs_one_that_matches(webhook, r):
+    """While Stripe rolls a secret it signs with both: t=...,v1=<new>,v1=<old>."""
+    payload = json.dumps(paid_checkout()).encode()
+    ours = sign(payload, PREVIOUS_SECRET)
+    theirs = sign(payload, "whsec_some_other_endpoint").split(",")[1]
+    assert webhook.post(payload, signature=f"{ours.split(',')[0]},{theirs},"
+                        f"{ours.split(',')[1]}").status_code == 200
+    assert balance(r) == 1000
+
+
+def test_a_unicode_wallet_name_is_funded(webhook, r):
+    assert webhook.post(paid_checkout(wallet="café/équipe", credits="3")).status_code == 200
+    assert balance(r, "café/équipe") == 3
+
+
 def test_a_timestamp_within_tolerance_is_accepted(webhook, r):
     assert webhook.post(paid_checkout(), timestamp=int(time.time()) - 240).status_code == 200
 
