@@ -50,6 +50,9 @@ __all__ = [
     "shard_of",
     "shard_of_stream",
     "shard_tags",
+    "stripe_ignored_event",
+    "stripe_payment",
+    "stripe_refunds",
     "wallet_index",
     "wallet_indexes",
     "wallet_of_state_key",
@@ -260,6 +263,17 @@ class WalletKeys:
         return f"{self._base}:expiry"
 
     @property
+    def voids(self) -> str:
+        """HASH grant id -> credits voided from that grant so far, shortfall included."""
+        return f"{self._base}:voids"
+
+    @property
+    def void_replies(self) -> str:
+        """HASH "<grant id>|<void key>" -> the void's reply, so a retried void changes
+        nothing (grant ids and void keys hold no `|`, names.py)."""
+        return f"{self._base}:void_replies"
+
+    @property
     def ledger(self) -> str:
         """STREAM of the wallet's recent grants, charges, refunds and expiries (capped)."""
         return f"{self._base}:ledger"
@@ -315,6 +329,23 @@ class WalletKeys:
         one route or service (`scope`, its id) or on all of them (scope ""). The scope holds
         no `:` (engine.py checks), so the consumer id, last, can never alias another key."""
         return f"{_tag(self.shard)}:rl:{period_s}:{scope}:{consumer}"
+
+
+def stripe_payment(payment_intent: str) -> str:
+    """STRING: JSON {wallet, grant_id, credits} of the grant a Stripe payment intent paid for,
+    so a refund of that payment finds the grant to void (payments/)."""
+    return f"{PREFIX}:stripe:pi:{payment_intent}"
+
+
+def stripe_refunds(payment_intent: str) -> str:
+    """HASH "<charge id>:<amount refunded>" -> charge amount: every refund Stripe reported
+    for a payment intent, kept so a refund that arrives before its grant is applied then."""
+    return f"{PREFIX}:stripe:refunds:{payment_intent}"
+
+
+def stripe_ignored_event(event_id: str) -> str:
+    """STRING with a TTL: this ignored Stripe event was logged and counted already."""
+    return f"{PREFIX}:stripe:ignored:{event_id}"
 
 
 _SHARD_OF_STREAM = {name: shard for shard in range(SHARDS)

@@ -41,18 +41,20 @@ class AdminProcess:
 @contextmanager
 def run_admin(redis_url: str, log_dir: Path, *args: str,
               tokens: str | None = f"{ADMIN_TOKEN},{SECOND_ADMIN_TOKEN}",
-              listen_host: str = "127.0.0.1") -> Iterator[AdminProcess]:
+              listen_host: str = "127.0.0.1", env: dict[str, str] | None = None
+              ) -> Iterator[AdminProcess]:
     """Start the command, wait until /healthz answers, stop it (SIGTERM) on the way out."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KONG_CREDITS_ADMIN_TOKEN"}
+    environment = {k: v for k, v in os.environ.items() if k != "KONG_CREDITS_ADMIN_TOKEN"}
+    environment.update(env or {})
     if tokens is not None:
-        env["KONG_CREDITS_ADMIN_TOKEN"] = tokens
+        environment["KONG_CREDITS_ADMIN_TOKEN"] = tokens
     log = log_dir / f"admin-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             admin_argv("--listen", f"{listen_host}:{port}", "--redis-url", redis_url,
                        "--log-level", "info", *args),
-            stdout=sink, stderr=subprocess.STDOUT, env=env)
+            stdout=sink, stderr=subprocess.STDOUT, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process, log)

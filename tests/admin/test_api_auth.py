@@ -19,7 +19,8 @@ WRITES = [("POST", "/v1/wallets/{w}/grants", {"amount": 5}),
           ("PATCH", "/v1/wallets/{w}/budget", {"daily_cap": 5}),
           ("POST", "/v1/wallets/{w}/tokens", None),
           ("GET", "/v1/wallets/{w}/tokens", None),
-          ("DELETE", "/v1/wallets/{w}/tokens/abc", None)]
+          ("DELETE", "/v1/wallets/{w}/tokens/abc", None),
+          ("DELETE", "/v1/wallets/{w}/grants/g1", None)]
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +106,12 @@ class TestWalletTokens:
 
     @pytest.mark.parametrize(("method", "path", "body"), WRITES)
     def test_never_writes_even_its_own_wallet(self, client, r, method, path, body):
+        wallets.grant(r, "team", 5, grant_id="g1")
         token = new_token(client, "team")["token"]
         response = client.request(method, path.format(w="team"), json=body,
                                   headers=bearer(token))
         assert_problem(response, 403)
-        assert wallets.balance(r, "team").balance == 0
+        assert wallets.balance(r, "team").balance == 5
         assert wallets.set_budget(r, "team").daily_cap is None
         assert r.hlen(WALLET_TOKENS_KEY) == 1
 

@@ -80,6 +80,8 @@ def test_openapi_is_valid_3_1_and_documents_every_endpoint_and_error(client):
                          ("/v1/wallets/{wallet}/budget", "patch"),
                          ("/v1/wallets/{wallet}/tokens", "post"),
                          ("/v1/wallets/{wallet}/tokens/{token_id}", "delete"),
+                         ("/v1/wallets/{wallet}/grants/{grant_id}", "delete"),
+                         ("/v1/webhooks/stripe", "post"),
                          ("/healthz", "get"), ("/metrics", "get")]:
         operation = paths[path][method]
         errors = {code: r for code, r in operation["responses"].items() if code[0] in "45"}
@@ -167,3 +169,30 @@ def test_docker_compose_serves_the_admin_on_its_own_port():
     other_ports = [p for name, s in compose["services"].items() if name != "admin"
                    for p in s.get("ports", [])]
     assert all(not p.startswith("8400:") for p in other_ports)
+
+
+def test_stripe_webhooks_arrive_on_the_admin_process_by_signature_not_token(redis_url, r,
+                                                                             tmp_path):
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    secret = "whsec_admin_test"
+    payload = json.dumps({"id": "evt_1", "object": "event", "type": "customer.created",
+                          "created": int(time.time()), "livemode": False,
+                          "data": {"object": {"id": "cus_1", "object": "customer"}}}).encode()
+    stamp = int(time.time())
+    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    with run_admin(redis_url, tmp_path,
+                   env={"KONG_CREDITS_STRIPE_WEBHOOK_SECRET": secret}) as admin:
+        url = f"{admin.url}/v1/webhooks/stripe"
+        signed = httpx.post(url, content=payload, timeout=10,
+                            headers={"Stripe-Signature": f"t={stamp},v1={mac}"})
+        assert signed.status_code == 200, signed.text
+        assert signed.json()["reason"] == "unhandled_type"
+        forged = httpx.post(url, content=payload, timeout=10,
+                            headers={"Stripe-Signature": f"t={stamp},v1={'0' * 64}",
+                                     **AUTH})
+        assert forged.status_code == 400
+        assert forged.headers["content-type"] == "application/problem+json"

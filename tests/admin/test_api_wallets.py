@@ -239,6 +239,45 @@ class TestGrants:
         assert wallets.balance(r, "acme").grants == []
 
 
+class TestVoids:
+    def test_void_takes_what_is_left_and_the_spent_part_stays_spent(self, api, r):
+        wallets.grant(r, "acme", 100, grant_id="pi_9")
+        charge(r, "acme", 30)
+        response = api.delete("/v1/wallets/acme/grants/pi_9")
+        assert response.status_code == 200, response.text
+        assert response.json() == {"wallet": "acme", "grant_id": "pi_9", "voided": 70,
+                                   "shortfall": 30, "remaining": 0, "balance": 0,
+                                   "replayed": False}
+        assert api.get("/v1/wallets/acme/ledger").json()[0]["type"] == "void"
+        again = api.delete("/v1/wallets/acme/grants/pi_9").json()
+        assert (again["voided"], again["balance"]) == (0, 0)
+        assert api.get("/v1/wallets/acme/grants").json()[0]["voided"] == 100
+
+    def test_a_partial_void_with_a_key_happens_once(self, api, r):
+        wallets.grant(r, "acme", 100, grant_id="inv:2026-11/42")
+        path = "/v1/wallets/acme/grants/inv:2026-11%2F42"
+        headers = {"Idempotency-Key": "refund 1 of order 42"}
+        first = api.delete(path, params={"amount": 25, "reason": "refund"}, headers=headers)
+        second = api.delete(path, params={"amount": 25, "reason": "refund"}, headers=headers)
+        assert first.json()["voided"] == 25 and first.json()["replayed"] is False
+        assert second.json()["replayed"] is True
+        assert wallets.balance(r, "acme").balance == 75
+        unencoded = api.delete("/v1/wallets/acme/grants/inv:2026-11/42",
+                               params={"amount": 5})
+        assert unencoded.json()["balance"] == 70
+
+    def test_an_unknown_grant_is_404_and_bad_input_422(self, api, r):
+        wallets.grant(r, "acme", 10, grant_id="g1")
+        assert_problem(api.delete("/v1/wallets/acme/grants/nope"), 404)
+        assert_problem(api.delete("/v1/wallets/other/grants/g1"), 404)
+        for path, params, field in (("/v1/wallets/acme/grants/a;b", {}, "grant_id"),
+                                    ("/v1/wallets/acme/grants/g1", {"amount": 0}, "amount"),
+                                    ("/v1/wallets/acme/grants/g1", {"reason": ""}, "reason")):
+            body = assert_problem(api.delete(path, params=params), 422)
+            assert body["errors"][0]["field"] == field
+        assert wallets.balance(r, "acme").balance == 10
+
+
 class TestListingWallets:
     def test_every_granted_wallet_once_across_pages_in_name_order(self, api, r):
         names = [f"w{i:03d}" for i in range(57)] + ["team", "team/bob", "zed", "ünïcode"]

@@ -25,10 +25,10 @@ from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..redis_url import redis_client
-from . import problems, routes_grants, routes_system, routes_tokens, routes_wallets
+from . import problems, routes_grants, routes_system, routes_tokens, routes_wallets, stripe_webhook
 from .dashboard import mount_dashboard
 from .metrics import AdminMetrics, MetricsMiddleware
-from .openapi import document
+from .openapi import document, errors
 from .route_names import RouteNames
 from .settings import AdminSettings
 from .wallet_param import EncodedSlashes
@@ -44,6 +44,7 @@ TAGS = [
     {"name": "grants", "description": "Adding credits, safe to retry."},
     {"name": "tokens", "description": "Read-only wallet tokens for customers' dashboards."},
     {"name": "system", "description": "Health and Prometheus metrics."},
+    {"name": "webhooks", "description": "Stripe's events, verified by their signature."},
 ]
 """The docs' section order (a router's `tags` names its section)."""
 
@@ -74,6 +75,9 @@ def create_app(settings: AdminSettings) -> FastAPI:
     problems.install(app)
     for router in _ROUTERS:
         app.include_router(router)
+    # Authenticated by Stripe's signature, not a bearer token (payments/stripe_events.py).
+    app.include_router(stripe_webhook.router, tags=["webhooks"],
+                       responses=errors(400, 413, 500, 502, 503))
     app.mount(routes_system.DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)),
               name="docs-assets")
     # The dashboard mounts here: after every API route, as its `/` catches the rest.

@@ -13,7 +13,8 @@ from ..names import GRANT_ID_CHARACTERS
 from ..wallets import DEFAULT_PRIORITY, Budget, Grant, WalletView
 
 __all__ = ["AlertDocument", "BudgetChange", "BudgetDocument", "GrantDocument", "GrantRequest",
-           "LedgerEntry", "TokenCreated", "TokenInfo", "WalletList", "WalletSummary"]
+           "LedgerEntry", "TokenCreated", "TokenInfo", "VoidDocument", "WalletList",
+           "WalletSummary"]
 
 Credits = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT)]
 Percentage = Annotated[StrictInt, Field(ge=1, le=100)]
@@ -49,6 +50,7 @@ class GrantDocument(BaseModel):
     expires_at: str | None
     created_at: str | None
     status: str = Field(description="live | exhausted | expired")
+    voided: int = Field(0, description="Credits voided from it (DELETE), shortfall included.")
     balance: int
 
     @classmethod
@@ -56,7 +58,20 @@ class GrantDocument(BaseModel):
         return cls(grant_id=grant.id, wallet=wallet, balance=balance, id=grant.id,
                    amount=grant.amount, remaining=grant.remaining, priority=grant.priority,
                    expires_at=grant.expires_at, created_at=grant.created_at,
-                   status=grant.status)
+                   status=grant.status, voided=grant.voided)
+
+
+class VoidDocument(BaseModel):
+    """What a void did: `voided` credits left the balance, `shortfall` were already spent."""
+
+    wallet: str
+    grant_id: str
+    voided: int
+    shortfall: int
+    remaining: int = Field(description="What the grant still holds.")
+    balance: int
+    replayed: bool = Field(description="True: this Idempotency-Key was used before; nothing "
+                                       "changed and the first result is answered.")
 
 
 class WalletSummary(BaseModel):

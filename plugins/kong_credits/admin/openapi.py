@@ -23,6 +23,7 @@ _WHY = {
     403: "A valid token outside its scope (a wallet token reads only its own wallet).",
     404: "No such resource.",
     409: "The idempotency key was used before with a different request.",
+    413: "The body is too large.",
     422: "Invalid input: `errors` names each field.",
     503: "Redis (or the usage store) is unavailable.",
 }

@@ -25,6 +25,9 @@ __all__ = ["PROBLEM_JSON", "FieldError", "Problem", "ProblemError", "install", "
 
 PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("kong_credits.admin")
+_UNDECODABLE_BODY = "There was an error parsing the body"
+"""FastAPI's 400 when a JSON body cannot be decoded: to the API's callers, a 422 like any
+other bad input."""
 
 
 class FieldError(BaseModel):
@@ -98,7 +101,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. a huge integer)
+        if exc.status_code == 400 and detail == _UNDECODABLE_BODY:  # e.g. a huge integer
             return problem_response(422, f"body: {detail}", errors=[FieldError(
                 field="body", location="body", message=detail)])
         return problem_response(exc.status_code, detail, headers=exc.headers)

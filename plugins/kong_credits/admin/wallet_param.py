@@ -24,7 +24,7 @@ from ..names import parse_wallet
 from .auth import Principal, authenticate, require_admin
 from .problems import ProblemError, invalid
 
-__all__ = ["EncodedSlashes", "ReadableWallet", "WritableWallet"]
+__all__ = ["EncodedSlashes", "ReadableWallet", "WritableWallet", "decode_slashes"]
 
 _ENCODED_SLASH = "\x00"
 """Stands for `%2F` while routing: never in a wallet name, which must be printable."""
@@ -62,9 +62,14 @@ class EncodedSlashes:
         await self.app(scope, receive, send)
 
 
+def decode_slashes(segment: str) -> str:
+    """A path parameter as sent: its `%2F`s back to `/`."""
+    return segment.replace(_ENCODED_SLASH, "/")
+
+
 def _wallet_name(wallet: str) -> str:
     try:
-        return parse_wallet(wallet.replace(_ENCODED_SLASH, "/"))
+        return parse_wallet(decode_slashes(wallet))
     except InvalidInput as exc:
         raise invalid("wallet", str(exc), "path") from None
 
