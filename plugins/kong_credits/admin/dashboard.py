@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 __all__ = ["ASSETS_PATH", "STATIC_DIR", "mount_dashboard"]
@@ -41,6 +41,11 @@ def mount_dashboard(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def dashboard_page() -> HTMLResponse:
         return HTMLResponse(index_html, headers=SECURITY_HEADERS)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # Browsers ask every page of the origin for it (/docs, /healthz too).
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     @app.get(ASSETS_PATH, include_in_schema=False)
     def dashboard_root() -> RedirectResponse:
