@@ -69,15 +69,24 @@ export async function getAll(path, params, key, max = 5000) {
 
 let featuresOnce = null;
 
+async function openJson(path) {
+  const response = await fetch(path, { credentials: "omit", cache: "no-store" });
+  return response.json();
+}
+
 /**
- * What this admin process serves beyond wallets, from the open `/healthz`: `usage` is true
- * when it was started with a usage store (`--store`), so a dashboard without one shows why
- * instead of calling endpoints that cannot answer.
+ * What this admin process serves beyond wallets, asked once from its open documents: the
+ * OpenAPI paths it has, and `/healthz`, which names the usage store when the process was
+ * started with one (`--store`). A panel whose endpoint is absent says so instead of calling
+ * it. If either cannot be read, every panel tries its endpoint.
  */
 export function features() {
-  featuresOnce ||= fetch("/healthz", { credentials: "omit", cache: "no-store" })
-    .then((response) => response.json())
-    .then((body) => ({ usage: "store" in body || /\bstore\b/.test(body.detail || "") }))
-    .catch(() => ({ usage: true }));
+  featuresOnce ||= Promise.all([openJson("/openapi.json"), openJson("/healthz")])
+    .then(([openapi, health]) => {
+      const paths = openapi.paths || {};
+      const store = "store" in health || /\bstore\b/.test(health.detail || "");
+      return { usage: store && "/v1/usage" in paths, prices: "/v1/prices" in paths };
+    })
+    .catch(() => ({ usage: true, prices: true }));
   return featuresOnce;
 }

@@ -1,6 +1,6 @@
 // The price list: what each route costs and its limits, as the admin API reads kong.yml.
 
-import { get, itemsOf } from "./api.js";
+import { features, get, itemsOf } from "./api.js";
 import { h, section, table } from "./dom.js";
 import { credits } from "./format.js";
 
@@ -18,6 +18,10 @@ export function pricesPanel() {
   const body = h("div", { id: "prices" });
   const element = section("Prices", body);
   async function load() {
+    if (!(await features()).prices) {
+      body.replaceChildren(h("p", { class: "muted" }, "This admin serves no price list."));
+      return;
+    }
     let rows;
     try {
       rows = itemsOf(await get("/v1/prices"), "prices", "routes");

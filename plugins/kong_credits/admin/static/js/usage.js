@@ -194,7 +194,7 @@ export function usagePanel(wallet, { members, range = "7d", onSeries, available 
 
   if (!available) {
     element.replaceChildren(h("h2", {}, "Usage"), h("p", { class: "muted", id: "usage-off" },
-      "Usage needs a usage store: start kong-credits admin with --store."));
+      "Usage needs a usage store: start kong-credits admin with --store URL."));
     element.dataset.loaded = "1";
     return { element, load: async () => {} };
   }
