@@ -229,44 +229,20 @@ def demo(redis_url: str | None, kong_yml: str, listen: str, keep_running: bool) 
         run_demo(url, DemoOptions(Path(kong_yml), listen, keep_running))
 
 
-@main.command("render-config")
-@click.option("--pricing", type=click.Path(dir_okay=False), default="config/pricing.yaml",
-              show_default=True, help="The price list.")
-@click.option("--kong-yml", type=click.Path(dir_okay=False), default="kong/kong.yml",
-              show_default=True, help="The declarative config to update.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write here instead of rewriting --kong-yml ('-' for stdout).")
-@click.option("--check", is_flag=True, help="Exit 1 if --kong-yml is not up to date.")
-def render_config(pricing: str, kong_yml: str, output: str | None, check: bool) -> None:
-    """Write the credits plugin of every priced route into kong.yml."""
-    from pathlib import Path
-
-    from .render import render_file
-
-    text = _run(lambda: render_file(pricing, kong_yml))
-    if check:
-        if Path(kong_yml).read_text() != text:
-            raise click.ClickException(f"{kong_yml} is out of date: run kong-credits "
-                                       "render-config")
-        click.echo(f"{kong_yml} is up to date with {pricing}")
-    elif output == "-":
-        click.echo(text, nl=False)
-    else:
-        Path(output or kong_yml).write_text(text)
-        click.echo(f"wrote {output or kong_yml}")
-
-
 def _register_subcommands() -> None:
     from .forwarder.alerts_cli import alerts_command
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
     from .pluginserver.command import pluginserver_command
+    from .pricing.command import prices_command, render_config_command
 
     main.add_command(pluginserver_command)
     main.add_command(host_command)
     main.add_command(forwarder_command)
     main.add_command(dlq_command)
     main.add_command(alerts_command)
+    main.add_command(render_config_command)
+    main.add_command(prices_command)
 
 
 _register_subcommands()
