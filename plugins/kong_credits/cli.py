@@ -209,15 +209,17 @@ def ledger(wallet: str, limit: int, as_json: bool, redis_url: str) -> None:
 @click.option("--redis-url", envvar=REDIS_URL_ENV, default=None,
               help="Use this Redis instead of starting an embedded one.")
 @click.option("--kong-yml", type=click.Path(exists=True, dir_okay=False),
-              default="kong/kong.yml", show_default=True,
-              help="The declarative config to serve (run from the repository root).")
+              help="The declarative config to serve (default: the demo's own, a copy of "
+                   "kong/kong.yml shipped in the package).")
 @click.option("--listen", default="127.0.0.1:0", show_default=True,
               help="HOST:PORT for the HTTP listener (port 0: any free port).")
 @click.option("--keep-running", is_flag=True,
               help="After the traffic, keep everything up for manual curl until Ctrl-C.")
-def demo(redis_url: str | None, kong_yml: str, listen: str, keep_running: bool) -> None:
+def demo(redis_url: str | None, kong_yml: str | None, listen: str, keep_running: bool) -> None:
     """Run Redis, the plugin server, the Kong-protocol host and an upstream; send traffic."""
-    from .demo import DemoOptions, redis_for_demo, run_demo
+    import contextlib
+
+    from .demo import DemoOptions, demo_file, redis_for_demo, run_demo, stop_on_signals
     from .redis_routing import lane_from_url
 
     if redis_url:
@@ -225,8 +227,11 @@ def demo(redis_url: str | None, kong_yml: str, listen: str, keep_running: bool) 
             lane_from_url(redis_url)
         except InvalidInput as exc:
             raise click.BadParameter(str(exc), param_hint="--redis-url") from None
-    with redis_for_demo(redis_url) as url:
-        run_demo(url, DemoOptions(Path(kong_yml), listen, keep_running))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_on_signals())
+        path = Path(kong_yml) if kong_yml else stack.enter_context(demo_file("kong.yml"))
+        url = stack.enter_context(redis_for_demo(redis_url))
+        run_demo(url, DemoOptions(path, listen, keep_running))
 
 
 def _register_subcommands() -> None:
