@@ -36,7 +36,7 @@ from .redis_url import redis_client
 from .schema import REDIS_URL_ENV
 
 __all__ = ["STOP_SIGNALS", "DemoOptions", "demo_file", "redis_for_demo", "run_demo",
-           "stop_on_signals", "still_running_hint"]
+           "still_running_hint", "stop_on_signals"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 """Signals that stop the demo as Ctrl-C (SIGINT) does: everything it started is stopped."""
