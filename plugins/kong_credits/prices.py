@@ -4,7 +4,7 @@ Used by `kong-credits prices` and by the admin API's `GET /v1/prices`. A route's
 `credits` or `credits-metered` plugin Kong runs on it, found as Kong finds it: a plugin on the
 route (nested in it or top-level with `route:`), else on its service, else a global one.
 Consumer-scoped plugins are per-customer deals, not list prices, and are left out; a disabled
-plugin (`enabled: false`) prices nothing.
+plugin (`enabled: false`) is not there for Kong, so the next level's applies.
 """
 
 from __future__ import annotations
@@ -148,12 +148,12 @@ def _price(route: Mapping[str, Any], service: Mapping[str, Any] | None,
     for name in PLUGIN_NAMES:
         candidates = [(plugin, kind) for plugin, kind, owner in scoped
                       if plugin.get("name") == name and plugin.get("consumer") is None
+                      and plugin.get("enabled", True) is not False
                       and (kind == "global" or owner is route or owner is service)]
-        for wanted in ("route", "service", "global"):
+        for wanted in ("route", "service", "global"):  # Kong loads enabled plugins only
             chosen = [p for p, kind in candidates if kind == wanted]
             if chosen:
-                if chosen[0].get("enabled", True) is not False:
-                    running[name] = chosen[0]
+                running[name] = chosen[0]
                 break
     if len(running) > 1:
         raise InvalidInput(f"route {route.get('name') or route.get('id')}: both credits and "
