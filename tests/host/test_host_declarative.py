@@ -139,7 +139,8 @@ consumers:
     for fragment in ('_format_version: expected "3.0"', "upstreams: not supported",
                      "services[2]: host: required field missing",
                      "'relative': expected a path starting with / or a regex path",
-                     "'~/unclosed($': invalid regex", "plugins[1]: route: no route named or with id 'missing'",
+                     "'~/unclosed($': invalid regex",
+                     "plugins[1]: route: no route named or with id 'missing'",
                      "consumers[1]: at least one of these fields must be non-empty"):
         assert fragment in text
 
