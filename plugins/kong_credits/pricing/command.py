@@ -13,13 +13,14 @@ import yaml
 from ..errors import InvalidInput
 from ..prices import declarative_prices, route_prices
 from ..render import load_pricing, render, render_file
+from .deck_plugins import deck_plugin_file, dump_plugin_file
 from .kic import RESOURCES, dump_manifests, kic_manifests
 from .openapi import expand_prices, load_spec
 from .openapi2kong import convert
 
 __all__ = ["prices_command", "render_config_command"]
 
-FORMATS = ("kong", "openapi", "kic")
+FORMATS = ("kong", "openapi", "kic", "deck-plugins")
 DEFAULT_PRICING, DEFAULT_KONG_YML = "config/pricing.yaml", "kong/kong.yml"
 SPEC_HEADER = ("# Converted from {spec} by `kong-credits render-config --openapi`, with the\n"
                "# names `deck file openapi2kong` gives. Change prices in the spec.\n")
@@ -60,15 +61,17 @@ def _render(fmt: str, pricing: str | None, kong_yml: str, spec: str | None,
             return render_file(pricing or DEFAULT_PRICING, kong_yml)
         declarative = render(dict(_read_yaml(kong_yml)), load_pricing(pricing or
                                                                       DEFAULT_PRICING))
-        return dump_manifests(kic_manifests(declarative, **kic))
-    expanded, declarative = _from_spec(spec, tags)
-    if fmt == "openapi":
-        return OPENAPI_HEADER.format(spec=Path(spec).name) + yaml.safe_dump(
-            expanded, sort_keys=False, allow_unicode=True, width=100)
+    else:
+        expanded, declarative = _from_spec(spec, tags)
+        if fmt == "openapi":
+            return OPENAPI_HEADER.format(spec=Path(spec).name) + yaml.safe_dump(
+                expanded, sort_keys=False, allow_unicode=True, width=100)
+        if fmt == "kong":
+            return SPEC_HEADER.format(spec=Path(spec).name) + yaml.safe_dump(
+                declarative, sort_keys=True, allow_unicode=True, width=100)
     if fmt == "kic":
         return dump_manifests(kic_manifests(declarative, **kic))
-    return SPEC_HEADER.format(spec=Path(spec).name) + yaml.safe_dump(
-        declarative, sort_keys=True, allow_unicode=True, width=100)
+    return dump_plugin_file(deck_plugin_file(declarative))
 
 
 @click.command("render-config")
@@ -82,7 +85,7 @@ def _render(fmt: str, pricing: str | None, kong_yml: str, spec: str | None,
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="kong", show_default=True,
               help="kong: a declarative config; openapi: the spec with full "
                    "x-kong-plugin-credits blocks (for decK); kic: Kong Ingress Controller "
-                   "manifests.")
+                   "manifests; deck-plugins: a `deck file add-plugins` plugin file.")
 @click.option("--kic-resource", type=click.Choice(RESOURCES), default="ingress",
               show_default=True, help="kic: attach prices by Ingress annotation or by "
                                       "HTTPRoute ExtensionRef filter.")
@@ -103,8 +106,8 @@ def render_config_command(pricing: str | None, kong_yml: str, spec: str | None, 
                           kic_resource: str, gateway: str, ingress_class: str,
                           namespace: str | None, tags: tuple[str, ...], output: str | None,
                           check: bool) -> None:
-    """Write prices where Kong reads them: kong.yml, an OpenAPI spec for decK, or KIC
-    manifests, from config/pricing.yaml or from an OpenAPI spec."""
+    """Write prices where Kong reads them: kong.yml, an OpenAPI spec or a plugin file for
+    decK, or KIC manifests, from config/pricing.yaml or from an OpenAPI spec."""
     if spec and pricing:
         raise click.UsageError("give prices with --pricing or --openapi, not both")
     kic = {"resource": kic_resource, "gateway": gateway, "ingress_class": ingress_class,
