@@ -22,10 +22,17 @@ from .errors import InvalidInput
 from .money import MAX_AMOUNT
 from .render import PLUGIN_NAMES
 
-__all__ = ["ANY", "PricedRoute", "declarative_prices", "priced_routes", "route_prices"]
+__all__ = ["ANY", "PRIVATE_FIELDS", "PricedRoute", "declarative_prices", "display_path",
+           "priced_routes", "route_prices"]
 
 ANY = "*"
 """The method or path of a route that does not restrict it."""
+
+PRIVATE_FIELDS = frozenset({"redis_url", "redis_timeout_ms", "redis_wait_replicas",
+                            "redis_wait_timeout_ms", "on_redis_error", "abuse_detection",
+                            "record_request"})
+"""Plugin config fields that are operations, not price: never in a price list, which a
+developer portal shows to anyone (a `redis_url` may hold the Redis password)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,9 @@ def route_prices(kong_yml_path: str | Path) -> list[dict[str, Any]]:
          "rate_limit": {"second": 5, "minute": 100},   # {} when unlimited
          "rate_limit_scope": "route",                  # or "consumer"
          "mode": "enforce",                            # or "shadow"
-         "config": {...}}            # the plugin config as written, for fields not above
+         "config": {...}}            # the config's other price fields as written; its
+                                     # Redis settings, abuse thresholds and
+                                     # record_request are left out (a price list is public)
 
     Raises InvalidInput when the file cannot be read or a route would run both plugins.
     """
@@ -100,7 +109,7 @@ def _row(priced: PricedRoute, method: str, path: str) -> dict[str, Any]:
         "rate_limit": {p: limits[p] for p in PERIOD_SECONDS if limits.get(p)},
         "rate_limit_scope": config.get("rate_limit_scope", "route") if priced.plugin else None,
         "mode": config.get("mode", "enforce") if priced.plugin else None,
-        "config": dict(config),
+        "config": {k: v for k, v in config.items() if k not in PRIVATE_FIELDS},
     }
 
 

@@ -164,3 +164,9 @@ def test_the_schema_check_catches_what_the_crd_refuses():
                                                                            "name": "n"}}}
     assert kong_plugin_rule_errors(both) == [
         "Using both config and configFrom fields is not allowed."]
+
+
+def test_a_namespace_that_kubernetes_would_refuse_exits_2():
+    result = CliRunner().invoke(main, ["render-config", "--format", "kic", "--namespace",
+                                       "Shop_NS", "-o", "-"])
+    assert result.exit_code == 2 and "expected a Kubernetes name" in result.output

@@ -297,3 +297,11 @@ def test_what_decK_refuses_or_kong_credits_does_not_convert(text, error):
 def test_an_empty_paths_list_converts_to_a_service_without_routes():
     declarative = convert(spec("openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths: []\n"))
     assert declarative["services"][0]["routes"] == []
+
+
+def test_a_name_decK_would_transliterate_is_refused_rather_than_named_differently():
+    with pytest.raises(InvalidInput, match="give an ASCII x-kong-name"):
+        convert(spec("openapi: 3.0.3\ninfo: {title: Платежи, version: '1'}\npaths: {}\n"))
+    named = convert(spec("openapi: 3.0.3\ninfo: {title: Платежи, version: '1'}\n"
+                         "x-kong-name: payments\npaths: {}\n"))
+    assert named["services"][0]["name"] == "payments"

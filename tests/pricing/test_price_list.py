@@ -121,3 +121,14 @@ def test_prices_command_refuses_bad_input(tmp_path):
     piped.write_text("| Method |")
     bad = runner.invoke(main, ["prices", "--kong-yml", str(piped), "--markdown"])
     assert bad.exit_code == 2
+
+
+def test_a_price_list_never_shows_the_redis_url_or_other_operational_fields():
+    declarative = {"routes": [{"name": "r", "paths": ["/r"]}], "plugins": [{
+        "name": "credits", "route": "r", "config": {
+            "cost": 3, "redis_url": "redis://:hunter2@10.0.0.1:6379/0", "record_request": True,
+            "abuse_detection": {"factor": 5}, "on_redis_error": "allow",
+            "redis_timeout_ms": 100, "rate_limit": {"second": 2}}}]}
+    (row,) = declarative_prices(declarative)
+    assert row["config"] == {"cost": 3, "rate_limit": {"second": 2}}
+    assert "hunter2" not in json.dumps(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,13 @@ SPEC_HEADER = ("# Converted from {spec} by `kong-credits render-config --openapi
                "# names `deck file openapi2kong` gives. Change prices in the spec.\n")
 OPENAPI_HEADER = ("# {spec} with every price as a full x-kong-plugin-credits block, written by\n"
                   "# `kong-credits render-config --format openapi`: convert it with decK.\n")
+
+
+def _dns_label(value: str | None, param: click.Parameter) -> str | None:
+    if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise click.BadParameter("expected a Kubernetes name: lower-case letters, digits and "
+                                 "'-', at most 63", param=param)
+    return value
 
 
 def _usage(action: Callable[[], Any]) -> Any:
@@ -93,7 +101,8 @@ def _render(fmt: str, pricing: str | None, kong_yml: str, spec: str | None,
               help="kic httproute: the Gateway the routes attach to.")
 @click.option("--ingress-class", default="kong", show_default=True,
               help="kic ingress: the ingressClassName.")
-@click.option("--namespace", help="kic: the namespace of every resource (default: none set).")
+@click.option("--namespace", callback=lambda ctx, param, value: _dns_label(value, param),
+              help="kic: the namespace of every resource (default: none set).")
 @click.option("--select-tag", "tags", multiple=True,
               help="--openapi: tag every entity with this (repeatable), as decK's "
                    "--select-tag; default the spec's x-kong-tags.")

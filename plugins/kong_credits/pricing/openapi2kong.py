@@ -19,8 +19,9 @@ so the services, routes and plugins written here have the names and ids decK giv
 
 Not converted (refused with a clear error): `x-kong-plugin-request-validator` (decK generates
 its config from the request schemas) and the `--generate-security`, `--inso-compatible` and
-`--reuse-services` options. Non-ASCII names are folded to ASCII with NFKD plus a small table,
-where decK transliterates with unidecode; the two agree on Latin scripts.
+`--reuse-services` options. Accented Latin letters in names are folded to ASCII (NFKD plus a
+small table: `Straße` -> `strasse`) as decK's unidecode folds them; a name with letters of
+another script is refused (decK transliterates them), asking for an ASCII `x-kong-name`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ _FOLD = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O",
 
 
 def _ascii(text: str) -> str:
+    """Latin letters without their accents. decK transliterates other scripts (unidecode:
+    "Привет" -> "Privet"); rather than name routes differently, such a name is refused."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    for char in decomposed:
+        if not char.isascii() and unicodedata.category(char).startswith(("L", "N")):
+            raise InvalidInput(f"{text!r}: decK transliterates {char!r} to ASCII in names; "
+                               "give an ASCII x-kong-name (or operationId) so that both "
+                               "name the routes alike")
     return decomposed.encode("ascii", "ignore").decode()
 
 
