@@ -1,4 +1,5 @@
-"""openapi2kong.py: route naming and plugin placement as `deck file openapi2kong` does them.
+"""Route naming and plugin placement as `deck file openapi2kong` does them (openapi2kong.py,
+deck_names.py, deck_services.py).
 
 The fixtures are our own, built from the rules decK's conversion test pairs show
 (go-apiops `openapi2kong/oas3_testfiles/` 01 names inferred, 02 names set, 09 generic plugins,
@@ -15,7 +16,8 @@ import pytest
 import yaml
 
 from kong_credits.errors import InvalidInput
-from kong_credits.pricing.openapi2kong import capture_name, convert, slugify
+from kong_credits.pricing.deck_names import capture_name, slugify
+from kong_credits.pricing.openapi2kong import convert
 
 
 def spec(text: str) -> dict:

@@ -29,16 +29,14 @@ from __future__ import annotations
 import copy
 import json
 import re
-import unicodedata
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
+from .deck_names import capture_name, entity_id, kong_name, operation_route_name, slugify
+from .deck_services import servers_of, service_entity
 
-__all__ = ["HTTP_METHODS", "PLUGIN_PREFIX", "capture_name", "convert", "operation_route_name",
-           "slugify", "x_kong_object"]
+__all__ = ["HTTP_METHODS", "PLUGIN_PREFIX", "convert", "x_kong_object"]
 
 HTTP_METHODS = ("delete", "get", "head", "options", "patch", "post", "put", "trace")
 """An OpenAPI path item's operations, in decK's (sorted) order."""
@@ -47,63 +45,6 @@ PLUGIN_PREFIX = "x-kong-plugin-"
 _PRIORITY_WITH_PARAMS, _PRIORITY_PLAIN = 100, 200
 _ESCAPED = "().+?*[$"
 _PARAM = re.compile(r"{([^}]+)}")
-_FOLD = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe",
-                       "Œ": "OE", "đ": "d", "Đ": "D", "ł": "l", "Ł": "L", "þ": "th",
-                       "Þ": "Th", "ð": "d", "Ð": "D", "\u0131": "i"})
-
-
-def _ascii(text: str) -> str:
-    """Latin letters without their accents. decK transliterates other scripts (unidecode:
-    "Привет" -> "Privet"); rather than name routes differently, such a name is refused."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    for char in decomposed:
-        if not char.isascii() and unicodedata.category(char).startswith(("L", "N")):
-            raise InvalidInput(f"{text!r}: decK transliterates {char!r} to ASCII in names; "
-                               "give an ASCII x-kong-name (or operationId) so that both "
-                               "name the routes alike")
-    return decomposed.encode("ascii", "ignore").decode()
-
-
-def _slug(text: str, separator: str) -> str:
-    """go-slugify with `separator` as word separator and invalid-character replacement."""
-    text = separator.join(_ascii(text).split())
-    text = re.sub(rf"[^{re.escape(separator)}a-zA-Z0-9]", separator, text)
-    text = re.sub(rf"{re.escape(separator)}{{2,}}", separator, text)
-    return text.strip(separator).lower()
-
-
-def slugify(name: str) -> str:
-    """decK's entity-name slug: `Simple API overview` -> `simple-api-overview`."""
-    return _slug(name, "-")
-
-
-def capture_name(parameter: str) -> str:
-    """decK's regex capture name for a path parameter: `-To_Do` -> `to_do`."""
-    return _slug(parameter, "_")
-
-
-def operation_route_name(doc_name: str, path_name: str, operation: Mapping[str, Any],
-                         method: str) -> str:
-    """The route decK names for one operation (`method` upper-case)."""
-    own = _kong_name(operation, f"{method} operation")
-    if own:
-        return f"{path_name}_{slugify(own)}"
-    if operation.get("operationId"):
-        return f"{doc_name}_{slugify(str(operation['operationId']))}"
-    return f"{path_name}_{slugify(method)}"
-
-
-def _kong_name(holder: Mapping[str, Any], where: str) -> str:
-    name = holder.get("x-kong-name")
-    if name is None:
-        return ""
-    if not isinstance(name, str):
-        raise InvalidInput(f"{where}: expected 'x-kong-name' to be a string")
-    return name
-
-
-def _uuid(name: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
 
 
 class _Converter:
@@ -158,7 +99,7 @@ class _Converter:
         plugins: dict[str, dict[str, Any]] = {}
         for plugin in inherited or []:
             own = copy.deepcopy(plugin)
-            own["id"], own["tags"] = _uuid(f"{base}.plugin.{own['name']}"), list(self.tags)
+            own["id"], own["tags"] = entity_id(f"{base}.plugin.{own['name']}"), list(self.tags)
             plugins[own["name"]] = own
         for key in holder or {}:
             if not key.startswith(PLUGIN_PREFIX):
@@ -169,7 +110,7 @@ class _Converter:
                                    "kong-credits: write the spec with --format openapi and "
                                    "convert it with deck file openapi2kong")
             plugin = self.xkong_object(holder, key) or {}
-            plugin.update(name=name, id=_uuid(f"{base}.plugin.{name}"), tags=list(self.tags))
+            plugin.update(name=name, id=entity_id(f"{base}.plugin.{name}"), tags=list(self.tags))
             plugin.pop("service", None)
             plugin.pop("route", None)
             plugins[name] = plugin
@@ -189,66 +130,22 @@ class _Converter:
 
     # -- services ---------------------------------------------------------------------------
 
-    def service(self, base: str, servers: list[Any], defaults: dict[str, Any] | None,
-                upstream_defaults: dict[str, Any] | None
-                ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        service = copy.deepcopy(defaults) if defaults is not None else {}
-        service.update(id=_uuid(f"{base}.service"), name=base, tags=list(self.tags),
-                       plugins=[], routes=[])
-        targets = _server_urls(servers)
-        scheme = str(service.get("protocol") or "https")
-        targets = [_with_defaults(t, scheme) for t in targets]
-        first = targets[0]
-        service.setdefault("protocol", first["scheme"])
-        service.setdefault("path", first["path"])
-        if "port" not in service:
-            if first["port"]:
-                service["port"] = int(first["port"])
-            else:
-                service["port"] = 80 if service["protocol"] == "http" else 443
-        upstream = None
-        if "host" not in service:
-            if len(targets) == 1 and upstream_defaults is None:
-                service["host"] = first["hostname"]
-            else:
-                upstream = self.upstream(base, servers, upstream_defaults)
-                service["host"] = upstream["name"]
-        return service, upstream
-
-    def upstream(self, base: str, servers: list[Any], defaults: dict[str, Any] | None
-                 ) -> dict[str, Any]:
-        upstream = copy.deepcopy(defaults) if defaults is not None else {}
-        name = f"{base}.upstream"
-        upstream.update(id=_uuid(name), name=name, tags=list(self.tags))
-        if upstream.get("targets") is not None:
-            if not isinstance(upstream["targets"], list):
-                raise InvalidInput("expected 'targets' to be an array")
-            for target in upstream["targets"]:
-                if not isinstance(target, dict):
-                    raise InvalidInput("expected entries in 'targets' to be objects")
-                target["tags"] = list(self.tags)
-            return upstream
-        upstream["targets"] = [{"target": t["host"], "tags": list(self.tags)}
-                               for t in (_with_defaults(u, "https")
-                                         for u in _server_urls(servers))]
-        return upstream
-
     # -- the document -----------------------------------------------------------------------
 
     def convert(self, doc_name: str | None) -> dict[str, Any]:
         spec = self.spec
         info = spec.get("info") if isinstance(spec.get("info"), Mapping) else {}
-        name = doc_name or _kong_name(spec, "document") or str(info.get("title") or "")
+        name = doc_name or kong_name(spec, "document") or str(info.get("title") or "")
         if not name:
             raise InvalidInput("the spec needs info.title or x-kong-name: decK names the "
                                "service after it (and would otherwise pick a random name)")
         doc_base = slugify(name)
-        doc_servers = _servers(spec)
+        doc_servers = servers_of(spec)
         doc_service_defaults = self.xkong_object(spec, "x-kong-service-defaults")
         doc_upstream_defaults = self.xkong_object(spec, "x-kong-upstream-defaults")
         doc_route_defaults = self.xkong_object(spec, "x-kong-route-defaults")
-        doc_service, doc_upstream = self.service(doc_base, doc_servers, doc_service_defaults,
-                                                 doc_upstream_defaults)
+        doc_service, doc_upstream = service_entity(doc_base, doc_servers, doc_service_defaults,
+                                                   doc_upstream_defaults, self.tags)
         services, upstreams = [doc_service], [doc_upstream] if doc_upstream else []
         doc_plugins = self.plugins(spec, None, doc_base)
         doc_plugins = self.move_foreign(doc_plugins, "service", doc_service["name"])
@@ -263,7 +160,7 @@ class _Converter:
             item = paths[path]
             if not isinstance(item, Mapping):
                 raise InvalidInput(f"{path}: expected a path item (a mapping)")
-            own = _kong_name(item, path)
+            own = kong_name(item, path)
             # decK marks a trailing "/" so that /a and /a/ get different names
             trailing = "~" if path.endswith("/") else ""
             path_slug = slugify(own) if own else slugify(path) + trailing
@@ -283,15 +180,15 @@ class _Converter:
             route_defaults = self.xkong_object(item, "x-kong-route-defaults")
             if route_defaults is None:
                 route_defaults = doc_route_defaults
-            path_servers = _servers(item)
+            path_servers = servers_of(item)
             if path_servers:
                 new_path_service = new_upstream = True
             else:
                 path_servers = doc_servers
 
             if new_path_service:
-                path_service, path_upstream = self.service(path_base, path_servers,
-                                                           service_defaults, upstream_defaults)
+                path_service, path_upstream = service_entity(
+                    path_base, path_servers, service_defaults, upstream_defaults, self.tags)
                 path_plugins = self.plugins(item, doc_plugins, path_base)
                 path_plugins = self.move_foreign(path_plugins, "service", path_service["name"])
                 path_service["plugins"] = path_plugins
@@ -345,15 +242,15 @@ class _Converter:
         route_defaults = self.xkong_object(operation, "x-kong-route-defaults")
         if route_defaults is None:
             route_defaults = level.route_defaults
-        servers = _servers(operation)
+        servers = servers_of(operation)
         if servers:
             new_service = new_upstream = True
         else:
             servers = level.servers
 
         if new_service:
-            service, upstream = self.service(op_base, servers, service_defaults,
-                                             upstream_defaults)
+            service, upstream = service_entity(op_base, servers, service_defaults,
+                                               upstream_defaults, self.tags)
             services.append(service)
             if upstream is not None:
                 if new_upstream:
@@ -375,7 +272,7 @@ class _Converter:
         route["plugins"] = self.move_foreign(plugins, "route", op_base)
         regex, priority = self.path_regex(path, item, operation, where)
         route["paths"] = [regex]
-        route.update(id=_uuid(f"{op_base}.route"), name=op_base, methods=[method],
+        route.update(id=entity_id(f"{op_base}.route"), name=op_base, methods=[method],
                      tags=list(self.tags))
         if "regex_priority" not in route:
             route["regex_priority"] = priority
@@ -386,10 +283,10 @@ class _Converter:
         routes = service["routes"]
         for i, headers in enumerate(self.header_combinations(item, operation)):
             clone = copy.deepcopy(route)
-            clone.update(headers=headers, name=f"{op_base}_{i}", id=_uuid(f"{op_base}_{i}"))
+            clone.update(headers=headers, name=f"{op_base}_{i}", id=entity_id(f"{op_base}_{i}"))
             header_base = _go_json(headers)
             for plugin in clone["plugins"]:
-                plugin["id"] = _uuid(f"{op_base}{header_base}.plugin.{plugin['name']}")
+                plugin["id"] = entity_id(f"{op_base}{header_base}.plugin.{plugin['name']}")
             routes.append(clone)
         routes.append(route)
 
@@ -477,44 +374,6 @@ class _Level:
         self.service, self.plugins, self.servers = service, plugins, servers
         self.service_defaults, self.upstream_defaults = service_defaults, upstream_defaults
         self.route_defaults, self.new_service = route_defaults, new_service
-
-
-def _servers(holder: Mapping[str, Any]) -> list[Any]:
-    servers = holder.get("servers") or []
-    if not isinstance(servers, list):
-        raise InvalidInput("expected 'servers' to be an array")
-    return servers
-
-
-def _server_urls(servers: list[Any]) -> list[dict[str, str]]:
-    """Go's url.ParseRequestURI of each server URL, variables replaced by their defaults."""
-    if not servers:
-        return [{"scheme": "", "host": "", "path": "/"}]
-    parsed = []
-    for server in servers:
-        if not isinstance(server, Mapping) or not isinstance(server.get("url"), str):
-            raise InvalidInput("expected each server to have a 'url'")
-        url = server["url"]
-        for name, variable in (server.get("variables") or {}).items():
-            default = variable.get("default", "") if isinstance(variable, Mapping) else ""
-            url = url.replace("{" + str(name) + "}", str(default))
-        parts = urlsplit(url)
-        if not parts.scheme and not url.startswith("/"):
-            raise InvalidInput(f"failed to parse uri '{url}'")
-        parsed.append({"scheme": parts.scheme, "host": parts.netloc, "path": parts.path or "/"})
-    return parsed
-
-
-def _with_defaults(target: Mapping[str, str], scheme_default: str) -> dict[str, str]:
-    """decK's setServerDefaults: host localhost, scheme from the port, port from the scheme."""
-    host = target["host"] or "localhost"
-    hostname, _, port = host.rpartition(":") if ":" in host.split("]")[-1] else (host, "", "")
-    scheme = target["scheme"] or {"80": "http", "443": "https"}.get(port, scheme_default)
-    if not port and scheme in ("http", "https"):
-        port = "80" if scheme == "http" else "443"
-        host = f"{host}:{port}"
-    return {"scheme": scheme, "host": host, "hostname": (hostname or host).strip("[]"),
-            "port": port, "path": target["path"]}
 
 
 def _yaml_scalar(value: Any) -> str:
