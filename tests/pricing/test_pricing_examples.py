@@ -117,3 +117,15 @@ def test_spec_to_kong_yml_to_the_demo_host_charges_what_kong_yml_charges(redis_u
     reference.write_text(KONG_YML.read_text())
     from_kong_yml = asyncio.run(_charges(redis_url, reference))
     assert from_spec == from_kong_yml == [(200, "1", 1), (200, "0", 0), (200, "20", 12)]
+
+
+def test_a_spec_is_written_to_kong_yml_only_when_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default kong/kong.yml does not exist
+    printed = CliRunner().invoke(main, ["render-config", "--openapi", str(SPEC)])
+    assert printed.exit_code == 0
+    assert printed.output == (CONFIG / "demo-api.kong.yml").read_text()
+    assert list(tmp_path.iterdir()) == []
+    named = CliRunner().invoke(main, ["render-config", "--openapi", str(SPEC), "--kong-yml",
+                                      "out.yml"])
+    assert named.exit_code == 0
+    assert (tmp_path / "out.yml").read_text() == (CONFIG / "demo-api.kong.yml").read_text()

@@ -82,12 +82,25 @@ def _render(fmt: str, pricing: str | None, kong_yml: str, spec: str | None,
     return dump_plugin_file(deck_plugin_file(declarative))
 
 
+def _default_target(fmt: str, spec: str | None, kong_yml: str) -> str:
+    """Without -o: kong.yml is rewritten in place from pricing.yaml, and written from a spec
+    when --kong-yml names it; anything else goes to stdout."""
+    if fmt != "kong":
+        return "-"
+    if spec is None:
+        return kong_yml
+    context = click.get_current_context()
+    given = context.get_parameter_source("kong_yml") == click.core.ParameterSource.COMMANDLINE
+    return kong_yml if given else "-"
+
+
 @click.command("render-config")
 @click.option("--pricing", type=click.Path(dir_okay=False), default=None,
               help=f"The price list (default {DEFAULT_PRICING}).")
 @click.option("--kong-yml", type=click.Path(dir_okay=False), default=DEFAULT_KONG_YML,
               show_default=True,
-              help="The declarative config to update with --pricing (and its routes, for kic).")
+              help="The declarative config to update with --pricing (its routes, for kic and "
+                   "deck-plugins); with --openapi, where to write the converted config.")
 @click.option("--openapi", "spec", type=click.Path(dir_okay=False),
               help="Read routes and prices from this OpenAPI spec instead of --pricing.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="kong", show_default=True,
@@ -107,8 +120,8 @@ def _render(fmt: str, pricing: str | None, kong_yml: str, spec: str | None,
               help="--openapi: tag every entity with this (repeatable), as decK's "
                    "--select-tag; default the spec's x-kong-tags.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write here ('-': stdout). Default: --kong-yml for pricing.yaml into kong, "
-                   "else stdout.")
+              help="Write here ('-': stdout). Default: for --format kong, --kong-yml (from a "
+                   "spec: only when given), else stdout.")
 @click.option("--check", is_flag=True,
               help="Write nothing; exit 1 if the output file is not what would be written.")
 def render_config_command(pricing: str | None, kong_yml: str, spec: str | None, fmt: str,
@@ -122,7 +135,7 @@ def render_config_command(pricing: str | None, kong_yml: str, spec: str | None, 
     kic = {"resource": kic_resource, "gateway": gateway, "ingress_class": ingress_class,
            "namespace": namespace}
     text = _usage(lambda: _render(fmt, pricing, kong_yml, spec, tags, kic))
-    target = output or (kong_yml if fmt == "kong" and spec is None else "-")
+    target = output or _default_target(fmt, spec, kong_yml)
     source = spec or pricing or DEFAULT_PRICING
     if check:
         if target == "-":
