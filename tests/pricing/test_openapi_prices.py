@@ -101,6 +101,8 @@ def test_an_operation_without_any_price_is_listed_as_not_priced():
     ("x-kong-plugin-credits: {config: {cost: 1}, colour: red}",
      "GET /search: colour: unknown field"),
     ("x-kong-plugin-credits: {config: [1]}", "GET /search: config: expected a record"),
+    ("x-kong-plugin-credits: {config: {cost: 1}, consumer: vip}",
+     "GET /search: consumer: a price for one consumer is a deal"),
     ("x-kong-plugin-credits-metered: {config: {cost: 0, cost_header: X-Units}}",
      "GET /search: config.cost: value should be between 1 and"),
     ("x-kong-plugin-credits: {config: {redis_wait_replicas: 1, redis_wait_timeout_ms: 300}}",

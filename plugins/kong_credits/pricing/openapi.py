@@ -154,7 +154,9 @@ def _check_operation(spec: Mapping[str, Any], item: Mapping[str, Any],
 
 def check_plugin_block(name: str, block: Mapping[str, Any]) -> list[str]:
     """Problems with one `x-kong-plugin-<name>` block, each as `config.<field>: <message>`."""
-    problems = [f"{key}: unknown field" for key in block if key not in _PLUGIN_FIELDS]
+    problems = [f"{key}: unknown field" if key != "consumer" else
+                "consumer: a price for one consumer is a deal, not a route's price: attach "
+                "it to the consumer in kong.yml" for key in block if key not in _PLUGIN_FIELDS]
     config = block.get("config")
     if config is None:
         config = {}
