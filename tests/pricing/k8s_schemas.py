@@ -89,6 +89,10 @@ HTTPROUTE: dict[str, Any] = {
         "kind": {"const": "HTTPRoute"},
         "metadata": METADATA,
         "spec": {"type": "object", "additionalProperties": False, "properties": {
+            "hostnames": {"type": "array", "maxItems": 16, "items": {
+                "type": "string", "minLength": 1, "maxLength": 253,
+                "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*"
+                           r"[a-z0-9])?)*$"}},
             "parentRefs": {"type": "array", "maxItems": 32, "items": {
                 "type": "object", "required": ["name"],
                 "properties": {"name": _OBJECT_NAME}}},
@@ -103,7 +107,15 @@ HTTPROUTE: dict[str, Any] = {
                                          "value": {"type": "string", "maxLength": 1024,
                                                    "pattern": "^/"}}},
                             "method": {"enum": ["GET", "HEAD", "POST", "PUT", "DELETE",
-                                                "CONNECT", "OPTIONS", "TRACE", "PATCH"]}}}},
+                                                "CONNECT", "OPTIONS", "TRACE", "PATCH"]},
+                            "headers": {"type": "array", "maxItems": 16, "items": {
+                                "type": "object", "required": ["name", "value"],
+                                "properties": {
+                                    "name": {"type": "string", "minLength": 1,
+                                             "maxLength": 256,
+                                             "pattern": r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"},
+                                    "value": {"type": "string", "minLength": 1,
+                                              "maxLength": 4096}}}}}}},
                     "filters": {"type": "array", "maxItems": 16, "items": {
                         "type": "object", "required": ["type", "extensionRef"],
                         "properties": {
@@ -128,6 +140,8 @@ INGRESS: dict[str, Any] = {
         "spec": {"type": "object", "properties": {
             "ingressClassName": {"type": "string"},
             "rules": {"type": "array", "items": {"type": "object", "properties": {
+                "host": {"type": "string", "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                                                      r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
                 "http": {"type": "object", "required": ["paths"], "properties": {
                     "paths": {"type": "array", "minItems": 1, "items": {
                         "type": "object", "required": ["pathType", "backend"],

@@ -170,3 +170,30 @@ def test_a_namespace_that_kubernetes_would_refuse_exits_2():
     result = CliRunner().invoke(main, ["render-config", "--format", "kic", "--namespace",
                                        "Shop_NS", "-o", "-"])
     assert result.exit_code == 2 and "expected a Kubernetes name" in result.output
+
+
+HOSTS_AND_HEADERS = {"_format_version": "3.0", "services": [{
+    "name": "api", "url": "http://api.internal:8080", "routes": [
+        {"name": "gold", "paths": ["/q"], "hosts": ["api.example.com", "*.example.org"],
+         "headers": {"X-Tier": ["gold", "platinum"]},
+         "plugins": [{"name": "credits", "config": {"cost": 5}}]},
+        {"name": "plain", "paths": ["/q"],
+         "plugins": [{"name": "credits", "config": {"cost": 1}}]}]}]}
+
+
+@pytest.mark.parametrize("resource", ["ingress", "httproute"])
+def test_hosts_and_headers_of_a_route_are_kept(resource):
+    manifests = kic_manifests(HOSTS_AND_HEADERS, resource=resource)
+    validate(manifests)
+    if resource == "ingress":
+        gold = next(m for m in manifests if m["metadata"]["name"] == "gold")
+        assert [r["host"] for r in gold["spec"]["rules"]] == ["api.example.com",
+                                                              "*.example.org"]
+        assert gold["metadata"]["annotations"]["konghq.com/headers.x-tier"] == "gold,platinum"
+        return
+    routes = [m for m in manifests if m["kind"] == "HTTPRoute"]
+    assert [r["spec"].get("hostnames") for r in routes] == [
+        ["api.example.com", "*.example.org"], None]
+    (rule,) = routes[0]["spec"]["rules"]
+    assert [m["headers"] for m in rule["matches"]] == [
+        [{"name": "X-Tier", "value": "gold"}], [{"name": "X-Tier", "value": "platinum"}]]

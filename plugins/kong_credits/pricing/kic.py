@@ -7,11 +7,12 @@ converted from a spec), so Kubernetes gets the same routes and prices as DB-less
 - a KongPlugin is named `<plugin>-<cost>-<hash>`, the hash of its plugin and config, so a
   price keeps its name wherever it is used and a changed price gets a new one;
 - Ingress: one per Kong route (annotations apply to a whole Ingress), with `konghq.com/methods`,
-  `konghq.com/strip-path` and `konghq.com/regex-priority` as the route has them; a regex path
-  `~/x$` is written `/~/x$` with `pathType: ImplementationSpecific`, as KIC reads it;
-- HTTPRoute: one per Kong service and `strip_path` (split after 16 rules, the Gateway API's
-  limit), a rule per Kong route with a `RegularExpression` or `PathPrefix` match per path and
-  method.
+  `konghq.com/strip-path`, `konghq.com/regex-priority` and `konghq.com/headers.*` as the route
+  has them, a rule per host; a regex path `~/x$` is written `/~/x$` with
+  `pathType: ImplementationSpecific`, as KIC reads it;
+- HTTPRoute: one per Kong service, `strip_path` and hosts (split after 16 rules, the Gateway
+  API's limit), a rule per Kong route with a `RegularExpression` or `PathPrefix` match per path,
+  method and header value.
 Backends are named after the Kong service (a DNS label) with its port: edit them to your
 Kubernetes Services.
 """
@@ -125,36 +126,50 @@ def _ingresses(routes: list[PricedRoute], ingress_class: str, namespace: str | N
             annotations["konghq.com/methods"] = ",".join(route["methods"])
         if route.get("regex_priority") is not None:
             annotations["konghq.com/regex-priority"] = str(route["regex_priority"])
+        for header, values in _headers(route).items():
+            annotations[f"konghq.com/headers.{header.lower()}"] = ",".join(values)
         backend, port = _backend(priced)
         paths = [{"path": "/" + p if p.startswith("~") else p,
                   "pathType": "ImplementationSpecific",
                   "backend": {"service": {"name": backend, "port": {"number": port}}}}
                  for p in route.get("paths") or ["/"]]
+        rules = [{"host": host, "http": {"paths": paths}} for host in route.get("hosts") or []]
         name = names(str(route.get("name") or route.get("id") or "route"))
         out.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                     "metadata": _metadata(name, namespace, annotations=annotations),
                     "spec": {"ingressClassName": ingress_class,
-                             "rules": [{"http": {"paths": paths}}]}})
+                             "rules": rules or [{"http": {"paths": paths}}]}})
     return out
 
 
 def _httproutes(routes: list[PricedRoute], gateway: str, namespace: str | None
                 ) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, bool], list[PricedRoute]] = {}
+    groups: dict[tuple[str, bool, tuple[str, ...]], list[PricedRoute]] = {}
     for priced in routes:
         key = (str((priced.service or {}).get("name") or "routes"),
-               bool(priced.route.get("strip_path", True)))
+               bool(priced.route.get("strip_path", True)),
+               tuple(priced.route.get("hosts") or ()))
         groups.setdefault(key, []).append(priced)
     names, out = _Names(), []
-    for (service, strip_path), members in groups.items():
+    for (service, strip_path, hosts), members in groups.items():
         annotations = {"konghq.com/strip-path": str(strip_path).lower()}
         for start in range(0, len(members), _MAX_RULES):
-            rules = [_rule(p) for p in members[start:start + _MAX_RULES]]
+            spec: dict[str, Any] = {"parentRefs": [{"name": gateway}]}
+            if hosts:
+                spec["hostnames"] = list(hosts)
+            spec["rules"] = [_rule(p) for p in members[start:start + _MAX_RULES]]
             out.append({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
                         "metadata": _metadata(names(service), namespace,
                                               annotations=dict(annotations)),
-                        "spec": {"parentRefs": [{"name": gateway}], "rules": rules}})
+                        "spec": spec})
     return out
+
+
+def _headers(route: Mapping[str, Any]) -> dict[str, list[str]]:
+    """A route's `headers` (name -> values, any of which matches), as strings."""
+    headers = route.get("headers") or {}
+    return {str(k): [str(v) for v in (vs if isinstance(vs, list) else [vs])]
+            for k, vs in headers.items()} if isinstance(headers, Mapping) else {}
 
 
 def _rule(priced: PricedRoute) -> dict[str, Any]:
@@ -166,7 +181,9 @@ def _rule(priced: PricedRoute) -> dict[str, Any]:
         else:
             match = {"path": {"type": "PathPrefix", "value": path}}
         for method in route.get("methods") or [None]:
-            matches.append({**match, "method": method} if method else dict(match))
+            with_method = {**match, "method": method} if method else dict(match)
+            matches.extend({**with_method, "headers": h} if h else with_method
+                           for h in _header_matches(route))
     backend, port = _backend(priced)
     rule: dict[str, Any] = {"matches": matches}
     if priced.plugin:
@@ -175,6 +192,14 @@ def _rule(priced: PricedRoute) -> dict[str, Any]:
             "name": kong_plugin_name(priced.plugin, priced.config)}}]
     rule["backendRefs"] = [{"name": backend, "port": port}]
     return rule
+
+
+def _header_matches(route: Mapping[str, Any]) -> list[list[dict[str, str]]]:
+    """Gateway API header matches (one value each): a match per combination of values."""
+    combinations: list[list[dict[str, str]]] = [[]]
+    for name, values in _headers(route).items():
+        combinations = [[*c, {"name": name, "value": v}] for c in combinations for v in values]
+    return combinations
 
 
 def dump_manifests(manifests: list[dict[str, Any]]) -> str:
