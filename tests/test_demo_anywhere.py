@@ -55,16 +55,18 @@ def _env(installed: Path, tmp: Path) -> dict[str, str]:
                                              f"{os.environ.get('PATH', '')}"}
 
 
-def test_the_installed_demo_runs_from_any_directory(installed, redis_url, tmp_path):
+def test_the_installed_demo_runs_from_any_directory(installed, tmp_path):
+    """With its own embedded Redis: the session's has wallets earlier tests funded."""
     where = tmp_path / "elsewhere"
     where.mkdir()
-    done = subprocess.run([sys.executable, "-c", LAUNCH, "demo", "--redis-url", redis_url],
+    done = subprocess.run([sys.executable, "-c", LAUNCH, "demo"],
                           cwd=where, env=_env(installed, tmp_path / "tmp"),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "15 requests: 8 x 200, 1 x 401, 3 x 402, 3 x 429" in done.stdout
     assert "/generate  20 held, then the X-Units-Used header" in done.stdout
     assert list(where.iterdir()) == []
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def _children(pid: int) -> list[int]:
