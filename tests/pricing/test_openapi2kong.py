@@ -289,6 +289,8 @@ paths:
     ("openapi: 3.0.3\ninfo: {title: t, version: '1'}\n"
      "x-kong-plugin-credits: {$ref: '#/elsewhere'}\npaths: {}\n",
      "must be at '#/components/x-kong/"),
+    ("openapi: 3.0.3\ninfo: {title: t, version: '1'}\n"
+     "paths: {/a: {$ref: '#/components/pathItems/a'}}\n", "a path item $ref is not followed"),
 ])
 def test_what_decK_refuses_or_kong_credits_does_not_convert(text, error):
     with pytest.raises(InvalidInput, match=None) as raised:

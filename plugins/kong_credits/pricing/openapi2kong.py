@@ -160,6 +160,9 @@ class _Converter:
             item = paths[path]
             if not isinstance(item, Mapping):
                 raise InvalidInput(f"{path}: expected a path item (a mapping)")
+            if "$ref" in item:
+                raise InvalidInput(f"{path}: a path item $ref is not followed here; write the "
+                                   "path item in place")
             own = kong_name(item, path)
             # decK marks a trailing "/" so that /a and /a/ get different names
             trailing = "~" if path.endswith("/") else ""
