@@ -87,8 +87,10 @@ async def _charges(redis_url: str, kong_yml: Path) -> list[tuple[int, str | None
     wallet = f"acme-{uuid.uuid4().hex[:8]}"
     demo = yaml.safe_load(kong_yml.read_text())
     for consumer in demo["consumers"]:
-        if consumer.get("username") == "alice":
-            consumer["custom_id"] = wallet  # a wallet of its own for this run
+        if consumer.get("username") == "alice":  # a wallet of its own for this run
+            consumer["tags"] = [t for t in consumer.get("tags") or []
+                                if not t.startswith("credits-wallet:")]
+            consumer["tags"].append(f"credits-wallet:{wallet}")
     kong_yml.write_text(yaml.safe_dump(demo))
     wallets.grant(client, wallet, 1000, grant_id=f"round-trip-{wallet}")
     found = []
