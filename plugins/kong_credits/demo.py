@@ -2,13 +2,19 @@
 
 Starts (unless given) an embedded Redis, then the sample upstream, the real plugin server and
 the Kong-protocol host with kong/kong.yml, funds two wallets, sends traffic that shows 200s,
-429s, 402s and a 401 over real HTTP, prints what happened, and stops everything it started.
+429s, 402s and a 401 over real HTTP, prints what happened, and stops everything it started:
+at the end, on Ctrl-C, and on SIGTERM or SIGHUP alike (`stop_on_signals`).
+
+The kong.yml and pricing.yaml it uses ship inside the package (`demo_data/`, copies of
+kong/kong.yml and config/pricing.yaml kept equal by a test), so it runs from any directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
+import signal
 import tempfile
 import uuid
 from collections import Counter
@@ -23,12 +29,17 @@ import yaml
 
 from . import wallets
 from .keys import event_streams
+from .prices import declarative_prices
 from .redact import mask_url
 from .redis_server import EmbeddedRedis
 from .redis_url import redis_client
 from .schema import REDIS_URL_ENV
 
-__all__ = ["DemoOptions", "redis_for_demo", "run_demo", "still_running_hint"]
+__all__ = ["STOP_SIGNALS", "DemoOptions", "demo_file", "redis_for_demo", "run_demo",
+           "still_running_hint", "stop_on_signals"]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the demo as Ctrl-C (SIGINT) does: everything it started is stopped."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,32 @@ class DemoOptions:
     kong_yml: Path
     listen: str = "127.0.0.1:0"
     keep_running: bool = False
+
+
+@contextlib.contextmanager
+def demo_file(name: str) -> Iterator[Path]:
+    """A file of the demo's package data (`kong.yml`, `pricing.yaml`) as a path."""
+    resource = importlib.resources.files(__package__) / "demo_data" / name
+    with importlib.resources.as_file(resource) as path:
+        yield path
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt while the demo runs, so that they
+    unwind the same `with` blocks as Ctrl-C: the host, plugin server and upstream stop, the
+    temporary directories go, the embedded redis-server is terminated. Their default action
+    would end the process at once and leave redis-server running."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -127,7 +164,8 @@ async def _run(redis_url: str, options: DemoOptions) -> Counter:
     events_before = sum(client.xlen(stream) for stream in event_streams())
     _fund(client, uuid.uuid4().hex[:8])
     async with _stack(redis_url, options) as base_url:
-        click.echo(f"host with kong/kong.yml on {base_url}; sending traffic")
+        _show_prices(options.kong_yml)
+        click.echo(f"host with {options.kong_yml.name} on {base_url}; sending traffic")
         results = await _send_traffic(base_url)
         await asyncio.sleep(0.2)  # let the log phases settle the metered requests
         _summarise(results, client, events_before)
@@ -139,11 +177,19 @@ async def _run(redis_url: str, options: DemoOptions) -> Counter:
     return Counter(status for _, _, status, _ in results)
 
 
+def _show_prices(kong_yml: Path) -> None:
+    from .pricing.command import text_table
+
+    click.echo("prices (kong-credits prices):")
+    rows = declarative_prices(yaml.safe_load(kong_yml.read_text()))
+    click.echo("\n".join("  " + line for line in text_table(rows).splitlines()))
+
+
 def still_running_hint(base_url: str, redis_url: str) -> str:
     """What to try while the demo keeps running; the Redis URL with its password masked."""
     return (f"\nStill running. Try:\n  curl -i -H 'apikey: alice-key' {base_url}/search\n"
             f"  kong-credits balance acme --redis-url {mask_url(redis_url)}\n"
-            "Ctrl-C stops everything.")
+            "Ctrl-C (or SIGTERM, SIGHUP) stops everything.")
 
 
 def run_demo(redis_url: str, options: DemoOptions) -> Counter:

@@ -81,7 +81,7 @@ def test_openapi_is_valid_3_1_and_documents_every_endpoint_and_error(client):
                          ("/v1/wallets/{wallet}/tokens", "post"),
                          ("/v1/wallets/{wallet}/tokens/{token_id}", "delete"),
                          ("/v1/wallets/{wallet}/grants/{grant_id}", "delete"),
-                         ("/v1/webhooks/stripe", "post"),
+                         ("/v1/webhooks/stripe", "post"), ("/v1/prices", "get"),
                          ("/healthz", "get"), ("/metrics", "get")]:
         operation = paths[path][method]
         errors = {code: r for code, r in operation["responses"].items() if code[0] in "45"}
@@ -196,3 +196,24 @@ def test_stripe_webhooks_arrive_on_the_admin_process_by_signature_not_token(redi
                                      **AUTH})
         assert forged.status_code == 400
         assert forged.headers["content-type"] == "application/problem+json"
+
+
+def test_prices_from_kong_yml_for_any_token_and_without_it_a_404(redis_url, r, tmp_path):
+    from kong_credits.prices import route_prices
+
+    kong_yml = Path(__file__).parents[2] / "kong" / "kong.yml"
+    with run_admin(redis_url, tmp_path, "--kong-yml", str(kong_yml)) as admin:
+        prices = httpx.get(f"{admin.url}/v1/prices", headers=AUTH, timeout=10)
+        assert prices.status_code == 200
+        assert prices.json() == route_prices(kong_yml)
+        assert {"route", "cost", "rate_limit"} <= set(prices.json()[0])
+        assert "redis_url" not in prices.text
+        token = httpx.post(f"{admin.url}/v1/wallets/acme/tokens", headers=AUTH,
+                           timeout=10).json()["token"]
+        as_customer = httpx.get(f"{admin.url}/v1/prices", timeout=10,
+                                headers={"Authorization": f"Bearer {token}"})
+        assert as_customer.json() == prices.json()
+        assert httpx.get(f"{admin.url}/v1/prices", timeout=10).status_code == 401
+    with run_admin(redis_url, tmp_path) as admin:
+        missing = httpx.get(f"{admin.url}/v1/prices", headers=AUTH, timeout=10)
+        assert missing.status_code == 404 and "--kong-yml" in missing.json()["detail"]

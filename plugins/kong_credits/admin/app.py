@@ -25,7 +25,15 @@ from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..redis_url import redis_client
-from . import problems, routes_grants, routes_system, routes_tokens, routes_wallets, stripe_webhook
+from . import (
+    problems,
+    routes_grants,
+    routes_prices,
+    routes_system,
+    routes_tokens,
+    routes_wallets,
+    stripe_webhook,
+)
 from .dashboard import mount_dashboard
 from .metrics import AdminMetrics, MetricsMiddleware
 from .openapi import document, errors
@@ -43,13 +51,14 @@ TAGS = [
     {"name": "wallets", "description": "Balances, the wallet list, ledgers, alerts, budgets."},
     {"name": "grants", "description": "Adding credits, safe to retry."},
     {"name": "tokens", "description": "Read-only wallet tokens for customers' dashboards."},
+    {"name": "prices", "description": "What each route costs, from --kong-yml."},
     {"name": "system", "description": "Health and Prometheus metrics."},
     {"name": "webhooks", "description": "Stripe's events, verified by their signature."},
 ]
 """The docs' section order (a router's `tags` names its section)."""
 
-_ROUTERS = (routes_system.router, routes_tokens.router, routes_grants.router,
-            routes_wallets.router)
+_ROUTERS = (routes_system.router, routes_prices.router, routes_tokens.router,
+            routes_grants.router, routes_wallets.router)
 """In matching order: every `/v1/wallets/{wallet:wallet}/<thing>` before the bare wallet."""
 
 

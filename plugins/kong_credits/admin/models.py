@@ -13,7 +13,7 @@ from ..names import GRANT_ID_CHARACTERS
 from ..wallets import DEFAULT_PRIORITY, Budget, Grant, WalletView
 
 __all__ = ["AlertDocument", "BudgetChange", "BudgetDocument", "GrantDocument", "GrantRequest",
-           "LedgerEntry", "TokenCreated", "TokenInfo", "VoidDocument", "WalletList",
+           "LedgerEntry", "PriceRow", "TokenCreated", "TokenInfo", "VoidDocument", "WalletList",
            "WalletSummary"]
 
 Credits = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT)]
@@ -135,6 +135,27 @@ class BudgetChange(_Strict):
     member_monthly_cap: Credits | None = None
     alert_thresholds: Annotated[list[Percentage], Field(min_length=1, max_length=100)] | None \
         = None
+
+
+class PriceRow(BaseModel):
+    """One route, method and path of the price list (prices.py `route_prices`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    route: str
+    service: str | None
+    method: str = Field(description='"*": any method')
+    path: str = Field(description='"*": any path')
+    plugin: str | None = Field(description="credits, credits-metered, or null: not priced")
+    metered: bool
+    cost: int | None = Field(description="Credits per request (the held estimate when "
+                                         "metered); null when not priced.")
+    cost_header: str | None
+    max_cost: int | None
+    rate_limit: dict[str, int]
+    rate_limit_scope: str | None
+    mode: str | None
+    config: dict[str, Any]
 
 
 class AlertDocument(BaseModel):
