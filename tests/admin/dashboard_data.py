@@ -23,20 +23,23 @@ from selenium.webdriver.common.by import By
 from kong_credits import wallets
 from kong_credits.engine import AuthorizeRequest, Engine, RateLimit
 from kong_credits.host.declarative import load_declarative
+from kong_credits.prices import route_prices
 
 HOUR_MS = 3_600_000
 DAYS = 30
 CROWD = 1000
 """Wallets besides the acme family: the operator view must stay usable at 1,000."""
 KONG_YML = Path(__file__).resolve().parents[2] / "kong" / "kong.yml"
-PRICES = {"search": ("GET", 10), "generate": ("POST", 200), "status": ("GET", 0)}
 
 
 def _routes() -> list[tuple[str, str, str, int]]:
-    """(route id, service id, method, cost) of kong.yml's routes: events carry Kong's ids,
-    which the admin names from the same file."""
+    """(route id, service id, method, price) of kong.yml's routes: events carry Kong's ids,
+    which the admin names from the same file, and its prices."""
     config = load_declarative(KONG_YML)
-    return [(route.id, route.service_id, *PRICES[route.name]) for route in config.routes]
+    price = {row["route"]: row["cost"] for row in route_prices(KONG_YML)}
+    method = {"generate": "POST"}
+    return [(route.id, route.service_id, method.get(route.name, "GET"), price[route.name])
+            for route in config.routes]
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,8 @@ def seed(redis_url: str) -> DashboardData:
         wallets.grant(client, f"customer-{n:04d}", 1_000 + n * 997)
 
     routes = _routes()
-    [generate] = [r for r in routes if r[3] == PRICES["generate"][1]]
-    [search] = [r for r in routes if r[3] == PRICES["search"][1]]
+    [generate] = [r for r in routes if r[2] == "POST"]
+    search = routes[0]
     ids = itertools.count()
     payers = itertools.cycle(("acme", "acme", "acme", "acme/alice", "acme/bob"))
     for hour in range(DAYS * 24):
@@ -99,7 +102,7 @@ def seed(redis_url: str) -> DashboardData:
     # A burst in the last minute (the burn rate and the projection to zero) that runs into
     # the daily cap (an alert, budget refusals); refusals of the other kinds; some of the
     # crowd spent today.
-    wallets.set_budget(client, "acme", daily_cap=20_000)
+    wallets.set_budget(client, "acme", daily_cap=2_000)
     minute_ago = now_ms - 60_000
     for k in range(120):
         engine.authorize(AuthorizeRequest(f"dash-{next(ids)}", "acme", "console", generate[3],

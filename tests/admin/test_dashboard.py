@@ -84,6 +84,9 @@ def test_wallet_view_shows_the_apis_balance_and_draws_its_charts(browser, dashbo
     assert all(g["id"] in grants for g in acme["grants"])
     [welcome] = [g for g in acme["grants"] if g["id"] == "welcome"]
     assert "alice" in text(browser, "#team-members")
+    prices = text(browser, "#prices")
+    for row in api(dashboard, "/v1/prices"):
+        assert f"{row['route']} {row['service']} any {row['path']}" in prices
     # Times in the viewer's zone, the UTC time on hover; the token in sessionStorage only.
     expiry = browser.find_element(By.CSS_SELECTOR, f"time[datetime='{welcome['expires_at']}']")
     moment = datetime.fromisoformat(welcome["expires_at"])

@@ -1,17 +1,21 @@
-// The price list: what each route costs and its limits, as the admin API reads kong.yml.
+// The price list: what each route costs and its rate limits, as `kong-credits prices --json`.
 
 import { features, get, itemsOf } from "./api.js";
 import { h, section, table } from "./dom.js";
 import { credits } from "./format.js";
 
-const FIRST = ["route", "route_name", "name", "service", "methods", "paths", "cost", "price"];
+/** "20 (held; the X-Units-Used header sets it, up to 400)", "free", "not priced". */
+function price(row) {
+  if (row.cost === null || row.cost === undefined) return h("span", { class: "muted" }, "not priced");
+  if (!row.metered) return row.cost === 0 ? "free" : credits(row.cost);
+  const cap = row.max_cost ? `, at most ${credits(row.max_cost)}` : "";
+  return h("span", { title: `${credits(row.cost)} held at the request; the ${row.cost_header} response header sets the price${cap}` },
+    `${credits(row.cost)} held, then ${row.cost_header}${cap}`);
+}
 
-function show(value) {
-  if (value === null || value === undefined) return "–";
-  if (typeof value === "number") return credits(value);
-  if (Array.isArray(value)) return value.map(show).join(", ");
-  if (typeof value === "object") return Object.entries(value).map(([k, v]) => `${k} ${show(v)}`).join(" · ");
-  return String(value);
+function limits(row) {
+  const entries = Object.entries(row.rate_limit || {});
+  return entries.length ? entries.map(([period, n]) => `${credits(n)} / ${period}`).join(", ") : "none";
 }
 
 export function pricesPanel() {
@@ -24,17 +28,21 @@ export function pricesPanel() {
     }
     let rows;
     try {
-      rows = itemsOf(await get("/v1/prices"), "prices", "routes");
+      rows = itemsOf(await get("/v1/prices"), "prices");
     } catch (error) {
       body.replaceChildren(h("p", { class: "muted" }, `Price list unavailable: ${error.message}`));
       return;
     }
-    const keys = [...new Set(rows.flatMap((row) => Object.keys(row)))]
-      .sort((a, b) => (FIRST.indexOf(a) + 1 || 99) - (FIRST.indexOf(b) + 1 || 99));
-    const label = (key) => key.replaceAll("_", " ").replace(/^./, (c) => c.toUpperCase());
-    body.replaceChildren(rows.length
-      ? table(keys.map((key) => [label(key), (row) => show(row[key]), typeof rows[0][key] === "number" ? "num" : null]), rows)
-      : h("p", { class: "muted" }, "No priced routes."));
+    const any = (value) => (value === "*" ? h("span", { class: "muted" }, "any") : value);
+    body.replaceChildren(rows.length ? table([
+      ["Endpoint", (row) => row.route],
+      ["Service", (row) => row.service || ""],
+      ["Method", (row) => any(row.method)],
+      ["Path", (row) => any(row.path)],
+      ["Credits per request", price, "num"],
+      ["Rate limit", limits],
+      ["Mode", (row) => row.mode || ""],
+    ], rows) : h("p", { class: "muted" }, "No routes in the price list."));
   }
   return { element, load };
 }
