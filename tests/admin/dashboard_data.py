@@ -76,9 +76,9 @@ def seed(redis_url: str) -> DashboardData:
     engine = Engine(client)
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - DAYS * 24 * HOUR_MS
-    wallets.grant(client, "acme", 400_000, grant_id="welcome",
+    wallets.grant(client, "acme", 30_000, grant_id="welcome",
                   expires_at=_iso(now_ms + 20 * 24 * HOUR_MS))
-    wallets.grant(client, "acme", 1_234_567, grant_id="pi_topup", priority=200)
+    wallets.grant(client, "acme", 12_345, grant_id="pi_topup", priority=200)
     wallets.grant(client, "acme/alice", 500)
     wallets.set_budget(client, "acme/alice", member_daily_cap=2_000, member_monthly_cap=40_000)
     wallets.set_budget(client, "acme/bob", member_daily_cap=1_000)

@@ -46,9 +46,6 @@ def test_the_page_and_its_assets_need_no_token_and_carry_a_strict_policy(dashboa
 def test_operator_view_shows_every_wallet_with_the_apis_figures(browser, dashboard, shots):
     sign_in(browser, dashboard.base_url, ADMIN_TOKEN)
     wait_loaded(browser)
-    acme = api(dashboard, "/v1/wallets/acme")
-    row = browser.find_element(By.XPATH, "//table//tr[td/a[text()='acme']]")
-    assert shown(acme["balance"]) in row.text
     record_render_time(shots, f"operator view, {dashboard.wallet_count} wallets", browser)
     screenshot(browser, shots / "operator.png")
     assert text(browser, "#wallet-count") == shown(dashboard.wallet_count)  # all 1,004, paged
@@ -63,10 +60,16 @@ def test_operator_view_shows_every_wallet_with_the_apis_figures(browser, dashboa
     refused = browser.find_element(By.XPATH, "//table//tr[td/a[text()='other']]").text
     assert other["refused_credits"] == 3 and f" {shown(other['refused_credits'])} " in refused
 
-    browser.find_element(By.ID, "prefix").send_keys("acme/")
+    browser.find_element(By.ID, "prefix").send_keys("acme")
+    wait_for(browser, "return document.querySelector('#wallet-count').textContent === '3'")
+    acme = api(dashboard, "/v1/wallets/acme")
+    row = browser.find_element(By.XPATH, "//table//tr[td/a[text()='acme']]").text
+    assert row.startswith(f"acme {shown(acme['balance'])} ")
+    assert f" {shown(acme['refused_budget'])} " in row and acme["refused_budget"] > 0
+    browser.find_element(By.ID, "prefix").send_keys("/")
     wait_for(browser, "return document.querySelector('#wallet-count').textContent === '2'")
-    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#wallets td a")]
-    assert names == sorted(names, key=lambda n: n) and set(names) == {"acme/alice", "acme/bob"}
+    names = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "#wallets td a")}
+    assert names == {"acme/alice", "acme/bob"}
     assert console_errors(browser) == []
 
 
@@ -78,7 +81,7 @@ def test_wallet_view_shows_the_apis_balance_and_draws_its_charts(browser, dashbo
     screenshot(browser, shots / "wallet.png")
     acme = api(dashboard, "/v1/wallets/acme")
     assert text(browser, "#balance") == shown(acme["balance"])
-    assert acme["balance"] > 999_999  # so the separators are seen
+    assert acme["balance"] > 9_999  # so a separator is seen
     assert canvas_drawn(browser, "#balance-chart")
     grants = text(browser, "#view")
     assert all(g["id"] in grants for g in acme["grants"])
