@@ -38,7 +38,7 @@ if h.settled then
 end
 
 redis.call('ZREM', KEYS[14], request_id)
-local own, parent, finish = open_family(h.wallet or '', h.parent or '', now)
+local own, parent, finish = open_family(h.wallet or '', h.parent or '', now, alerts)
 if #hold == 0 then
   return finish({404, actual, spendable(own), 0, 0})
 end
@@ -52,6 +52,14 @@ end
 
 local reserved, from_parent = tonumber(h.reserved), tonumber(h.from_parent or '0')
 local from_own = reserved - from_parent
+local own_before = spendable(own)  -- plans.lua
+-- Overage (plans.lua): a price below the hold gives back the overage it held first.
+local held_overage = tonumber(h.overage or '0')
+if actual < reserved and held_overage > 0 then
+  local back = math.min(reserved - actual, held_overage)
+  give_back_overage(own, back, request_id)
+  held_overage, reserved = held_overage - back, reserved - back
+end
 local unpaid = 0
 if actual < reserved then
   local back = reserved - actual
@@ -91,6 +99,12 @@ elseif actual > reserved then
   if parent then
     alert_thresholds(alerts, request_id, parent)
   end
+  -- plans.lua: unpaid extra of a wallet that allows overage is overage; balance alerts.
+  if unpaid > 0 and own.f.overage_max then
+    count_overage(own, unpaid)
+    held_overage = held_overage + unpaid
+  end
+  balance_alerts(alerts, request_id, own, own_before)
 end
 
 local balance = spendable(own)
@@ -99,6 +113,9 @@ local event = {'event_id', request_id, 'wallet', h.wallet, 'consumer', h.consume
   'cost', fmt(actual), 'timestamp', h.timestamp, 'reserved', h.reserved, 'status', ARGV[5]}
 if parent then
   event[#event + 1], event[#event + 2] = 'parent', h.parent
+end
+if held_overage > 0 then  -- plans.lua: served on credit, to be invoiced
+  event[#event + 1], event[#event + 2] = 'overage', fmt(held_overage)
 end
 redis.call('XADD', KEYS[11], '*', unpack(event))
 ledger_add(own, 'settle', request_id, reserved - actual, balance)
