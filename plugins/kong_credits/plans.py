@@ -29,8 +29,8 @@ from .money import MAX_AMOUNT, MAX_PRIORITY, parse_amount
 from .names import parse_wallet
 
 __all__ = ["DEFAULT_ANCHORS", "DEFAULT_PLAN_PRIORITY", "EVERY", "OVERAGE_MODES", "UNCHANGED",
-           "Overage", "Plan", "PlanView", "period_of", "read_state", "remove_plan", "renew",
-           "set_low_balance", "set_plan", "show_plan"]
+           "Overage", "Plan", "PlanView", "low_balance_of", "period_of", "read_state",
+           "remove_plan", "renew", "set_low_balance", "set_plan", "show_plan"]
 
 EVERY = {"day": 1, "week": 2, "month": 3}
 """Period names and how the scripts store them (plan_every)."""
@@ -244,11 +244,13 @@ def set_plan(
             int(state["plan_every"])]
         if allowance is not UNCHANGED:
             to_set["plan_allowance"] = parse_amount(allowance, "allowance")
-        if anchor is not UNCHANGED or not has_plan or every is not UNCHANGED and (
-                state.get("plan_anchor_default") == "1"):
-            to_set["plan_anchor"] = (DEFAULT_ANCHORS[period] if anchor in (None, UNCHANGED)
+        default_anchor = anchor is None or anchor is UNCHANGED
+        # A default anchor follows the period: a daily plan made weekly renews on Mondays.
+        follows_period = every is not UNCHANGED and state.get("plan_anchor_default") == "1"
+        if anchor is not UNCHANGED or not has_plan or follows_period:
+            to_set["plan_anchor"] = (DEFAULT_ANCHORS[period] if default_anchor
                                      else _parse_anchor(anchor))
-            to_set["plan_anchor_default"] = int(anchor in (None, UNCHANGED))
+            to_set["plan_anchor_default"] = int(default_anchor)
         if rollover_max is not UNCHANGED or not has_plan:
             to_set["plan_rollover_max"] = _whole(
                 0 if rollover_max is UNCHANGED else rollover_max, "rollover max", 0, MAX_AMOUNT)
@@ -287,6 +289,12 @@ def set_low_balance(client: redis.Redis, wallet: str, threshold: object) -> int 
     credits = parse_amount(threshold, "low balance")
     client.hset(keys.state, "low_balance", str(credits))
     return credits
+
+
+def low_balance_of(client: redis.Redis, wallet: str) -> int | None:
+    """The wallet's low-balance threshold (None: no alert)."""
+    value = client.hget(WalletKeys(parse_wallet(wallet)).state, "low_balance")
+    return None if value is None else int(value)
 
 
 def remove_plan(client: redis.Redis, wallet: str) -> PlanView:
