@@ -5,6 +5,7 @@
 --   13 alerts  14 open holds of the shard
 -- ARGV: 1 request id  2 actual cost (credits)  3 now ms (0 = server time)  4 answer ttl ms
 --   5 HTTP status of the response ("" when unknown)  6 the wallet that holds (KEYS 1-5)
+--   7.. name, value pairs added to the event (a computed price's components: price.py)
 -- Reply: {status, cost, balance, unpaid, replayed}: status 200 settled, 404 no such hold
 --   (never held, lapsed, or settled longer ago than the answer ttl). A hold of another
 --   wallet is an error, before anything is written: KEYS 1-10 are the caller's wallet's.
@@ -116,6 +117,9 @@ if parent then
 end
 if held_overage > 0 then  -- plans.lua: served on credit, to be invoiced
   event[#event + 1], event[#event + 2] = 'overage', fmt(held_overage)
+end
+for i = 7, #ARGV do  -- price.py: the price's components
+  event[#event + 1] = ARGV[i]
 end
 redis.call('XADD', KEYS[11], '*', unpack(event))
 ledger_add(own, 'settle', request_id, reserved - actual, balance)
