@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,6 +14,7 @@ from plan_clock import alerts, charge, ledger_types, ms
 from kong_credits import plans, wallets
 from kong_credits.cli import main
 from kong_credits.engine import AuthorizeRequest, Engine
+from kong_credits.errors import InvalidInput
 from kong_credits.keys import SHARDS_KEY, WalletKeys
 
 MINUTE = 60_000
@@ -207,3 +210,28 @@ class TestPlanCommand:
         off = json.loads(cli("budget", "acme", "--low-balance", "off", "--json").output)
         assert off["low_balance"] is None
         assert cli("budget", "acme", "--low-balance", "0").exit_code == 2
+
+
+class TestPlansInThePricingFile:
+    def test_plan_from_the_committed_pricing_file(self, r, redis_url):
+        pricing = Path(__file__).resolve().parents[1] / "config" / "pricing.yaml"
+        assert set(plans.load_plans(pricing)) == {"erin"}
+        result = CliRunner().invoke(main, ["plan", "erin", "--from", str(pricing), "--json"],
+                                    env={"KONG_CREDITS_REDIS_URL": redis_url})
+        assert result.exit_code == 0, result.output
+        view = json.loads(result.output)
+        assert (view["plan"]["allowance"], view["plan"]["every"]) == (30, "month")
+        assert view["overage"]["mode"] == "allow"
+
+    @pytest.mark.parametrize(("text", "message"), [
+        ("plans: [erin]", "must map wallet names"),
+        ("plans: {erin: {allowance: 5, every: day, bonus: 1}}", "unknown keys ['bonus']"),
+        ("plans: {erin: {allowance: 5, every: hour}}", "every must be"),
+        ("plans: {}", "no plan for wallet 'erin'"),
+    ])
+    def test_bad_plans_sections_are_clear_errors(self, r, tmp_path, text, message):
+        path = tmp_path / "pricing.yaml"
+        path.write_text(text)
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            plans.apply_plan(r, "erin", path)
+        assert r.hgetall(WalletKeys("erin").state) == {}

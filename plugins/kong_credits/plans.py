@@ -17,9 +17,11 @@ import calendar
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis
+import yaml
 
 from . import scripts
 from .engine import run_script
@@ -28,9 +30,26 @@ from .keys import WalletKeys
 from .money import MAX_AMOUNT, MAX_PRIORITY, parse_amount
 from .names import parse_wallet
 
-__all__ = ["DEFAULT_ANCHORS", "DEFAULT_PLAN_PRIORITY", "EVERY", "OVERAGE_MODES", "UNCHANGED",
-           "Overage", "Plan", "PlanView", "low_balance_of", "period_of", "read_state",
-           "remove_plan", "renew", "set_low_balance", "set_plan", "show_plan"]
+__all__ = [
+    "DEFAULT_ANCHORS",
+    "DEFAULT_PLAN_PRIORITY",
+    "EVERY",
+    "OVERAGE_MODES",
+    "UNCHANGED",
+    "Overage",
+    "Plan",
+    "PlanView",
+    "apply_plan",
+    "load_plans",
+    "low_balance_of",
+    "period_of",
+    "read_state",
+    "remove_plan",
+    "renew",
+    "set_low_balance",
+    "set_plan",
+    "show_plan",
+]
 
 EVERY = {"day": 1, "week": 2, "month": 3}
 """Period names and how the scripts store them (plan_every)."""
@@ -45,6 +64,8 @@ MAX_ANCHOR_MS = 253_402_214_400_000 - 1
 RENEW = scripts.load("renew")
 UNCHANGED: Any = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TERMS = ("allowance", "every", "anchor", "rollover_max", "priority", "overage", "overage_max")
+"""The keyword arguments of set_plan: a plan's terms, as pricing.yaml's `plans` names them."""
 _PLAN_FIELDS = ("plan_allowance", "plan_every", "plan_anchor", "plan_rollover_max",
                 "plan_priority")
 
@@ -303,3 +324,38 @@ def remove_plan(client: redis.Redis, wallet: str) -> PlanView:
     wallet = parse_wallet(wallet)
     client.hdel(WalletKeys(wallet).state, *_PLAN_FIELDS, "plan_anchor_default")
     return _peek(client, wallet)
+
+
+def load_plans(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The `plans` section of a pricing file (config/pricing.yaml): wallet -> its terms, as
+    `set_plan` keywords (allowance, every, anchor, rollover_max, priority, overage,
+    overage_max). Unknown keys are an error; values are checked when applied."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read pricing file {path}: {exc}") from exc
+    section = doc.get("plans") if isinstance(doc, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+        raise InvalidInput(f"{path}: `plans` must map wallet names to their terms")
+    for wallet, terms in section.items():
+        unknown = set(terms) - set(_TERMS)
+        if unknown:
+            raise InvalidInput(f"{path}: plan of {wallet}: unknown keys {sorted(unknown)}")
+    return {str(wallet): dict(terms) for wallet, terms in section.items()}
+
+
+def apply_plan(client: redis.Redis, wallet: str, path: str | Path) -> PlanView:
+    """Set `wallet`'s plan to its entry in the pricing file's `plans` section."""
+    terms = load_plans(path).get(wallet)
+    if terms is None:
+        raise InvalidInput(f"{path} has no plan for wallet {wallet!r}")
+    return set_plan(client, wallet, **{k: _yaml_value(v) for k, v in terms.items()})
+
+
+def _yaml_value(value: Any) -> Any:
+    """YAML reads an unquoted timestamp as a datetime (without a zone when none is written)."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -50,12 +50,16 @@ def describe(view: plans.PlanView) -> list[str]:
                    "credit up to --overage-max credits a period.")
 @click.option("--overage-max", metavar="N",
               help="With --overage allow: credits a period served on credit.")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False),
+              help="Set the plan WALLET has in this pricing file's `plans` section "
+                   "(config/pricing.yaml).")
 @click.option("--off", is_flag=True, help="Stop the plan (grants already made stay).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @redis_url_option
 def plan_command(wallet: str, allowance: str | None, every: str | None, anchor: str | None,
                  rollover_max: str | None, priority: int | None, overage: str | None,
-                 overage_max: str | None, off: bool, as_json: bool, redis_url: str) -> None:
+                 overage_max: str | None, from_file: str | None, off: bool, as_json: bool,
+                 redis_url: str) -> None:
     """Show WALLET's plan, or set it: ALLOWANCE credits every day, week or month.
 
     Each period's first request (or balance read) grants the allowance, expiring at the
@@ -63,10 +67,13 @@ def plan_command(wallet: str, allowance: str | None, every: str | None, anchor: 
     unchanged; a change applies from the next period.
     """
     terms = (allowance, every, anchor, rollover_max, priority, overage, overage_max)
-    if off and any(value is not None for value in terms):
-        raise click.UsageError("--off stops the plan: give it alone")
+    modes = int(off) + int(from_file is not None) + int(any(v is not None for v in terms))
+    if modes > 1:
+        raise click.UsageError("--off and --from go alone, without terms")
     client = _client(redis_url)
-    if off:
+    if from_file:
+        view = _run(lambda: plans.apply_plan(client, wallet, from_file))
+    elif off:
         view = _run(lambda: plans.remove_plan(client, wallet))
     elif any(value is not None for value in terms):
         view = _run(lambda: plans.set_plan(
