@@ -183,8 +183,11 @@ local from_own = math.min(cost, math.max(spendable(own), 0))
 local from_parent = cost - from_own
 -- Overage (plans.lua): what neither the wallet nor its parent covers is served on credit when
 -- the wallet's overage allowance for the period holds it.
-local overage = cost > 0 and overage_needed(own, from_parent, room) or 0
-from_parent = from_parent - overage
+local overage = 0
+if from_parent > 0 and own.f.overage_max then
+  overage = plan_tools().overage_needed(own, from_parent, room)
+  from_parent = from_parent - overage
+end
 local reason = ''
 if cost > 0 then
   if from_parent > 0 and (not parent or from_parent > math.max(spendable(parent), 0)) then
@@ -236,7 +239,7 @@ if from_parent > 0 then
   burn(parent, from_parent, burned_parent)
 end
 if overage > 0 then
-  take_overage(own, overage, request_id)
+  plan_tools().take_overage(own, overage, request_id)
 end
 for _, p in ipairs(PERIODS) do
   if from_own > 0 then

@@ -58,7 +58,7 @@ local own_before = spendable(own)  -- plans.lua
 local held_overage = tonumber(h.overage or '0')
 if actual < reserved and held_overage > 0 then
   local back = math.min(reserved - actual, held_overage)
-  give_back_overage(own, back, request_id)
+  plan_tools().give_back_overage(own, back, request_id)
   held_overage, reserved = held_overage - back, reserved - back
 end
 local unpaid = 0
@@ -102,7 +102,7 @@ elseif actual > reserved then
   end
   -- plans.lua: unpaid extra of a wallet that allows overage is overage; balance alerts.
   if unpaid > 0 and own.f.overage_max then
-    count_overage(own, unpaid)
+    plan_tools().count_overage(own, unpaid)
     held_overage = held_overage + unpaid
   end
   balance_alerts(alerts, request_id, own, own_before)
