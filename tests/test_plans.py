@@ -60,7 +60,8 @@ class TestPeriods:
             plans.renew(r, wallet, now_ms=now)
             state = plans.read_state(r, wallet)
             expected = plans.period_of(every, anchor, now)
-            assert (int(state["plan_start"]), int(state["plan_end"])) == expected, (
+            start = plans.last_renewal(state)["start"]
+            assert (start, int(state["plan_end"])) == expected, (
                 every, iso(anchor), iso(now))
             assert expected[0] <= now < expected[1]
 
@@ -233,3 +234,13 @@ class TestPlanInput:
         with pytest.raises(InvalidInput, match=message):
             plans.set_plan(r, "acme", **kwargs)
         assert r.hgetall(WalletKeys("acme").state) == {}
+
+
+def test_a_default_anchor_follows_a_new_period_and_a_given_one_stays(r):
+    plans.set_plan(r, "acme", allowance=5, every="day")
+    assert plans.set_plan(r, "acme", every="week").plan.anchor == "1970-01-05T00:00:00Z"
+    plans.set_plan(r, "acme", anchor="2027-01-31T09:00:00Z")
+    view = plans.set_plan(r, "acme", every="month", allowance=7)
+    assert (view.plan.anchor, view.plan.every, view.plan.allowance) == (
+        "2027-01-31T09:00:00Z", "month", 7)
+    assert plans.set_plan(r, "acme", anchor=None).plan.anchor == "1970-01-01T00:00:00Z"

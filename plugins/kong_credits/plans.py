@@ -66,8 +66,7 @@ UNCHANGED: Any = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TERMS = ("allowance", "every", "anchor", "rollover_max", "priority", "overage", "overage_max")
 """The keyword arguments of set_plan: a plan's terms, as pricing.yaml's `plans` names them."""
-_PLAN_FIELDS = ("plan_allowance", "plan_every", "plan_anchor", "plan_rollover_max",
-                "plan_priority")
+_EVERY_NAMES = {code: name for name, code in EVERY.items()}
 
 
 def _iso(ms: int) -> str:
@@ -159,29 +158,37 @@ def _int(state: dict[str, str], field: str) -> int | None:
 
 
 def _view(wallet: str, state: dict[str, str], now_ms: int) -> PlanView:
-    every_code = _int(state, "plan_every")
-    every = {code: name for name, code in EVERY.items()}.get(every_code or 0)
+    terms = _parse_terms(state.get("plan"))
     plan = None
-    if every is not None:
-        plan = Plan(allowance=_int(state, "plan_allowance") or 0, every=every,
-                    anchor=_iso(_int(state, "plan_anchor") or 0),
-                    rollover_max=_int(state, "plan_rollover_max") or 0,
-                    priority=_int(state, "plan_priority") or 0)
+    if terms is not None:
+        plan = Plan(allowance=terms["allowance"], every=_EVERY_NAMES[terms["every"]],
+                    anchor=_iso(terms["anchor"]), rollover_max=terms["rollover_max"],
+                    priority=terms["priority"])
+    last = last_renewal(state)
     overage_max = _int(state, "overage_max")
     used = 0
     if overage_max is not None:
-        period = (_int(state, "plan_start") if every else _month_id(now_ms))
+        period = (last["start"] if terms is not None and last else _month_id(now_ms))
         used = _int(state, "overage_used") or 0 if _int(state, "overage_period") == period else 0
     period_view = None
-    if _int(state, "plan_seq"):
-        period_view = {"start": _iso(_int(state, "plan_start") or 0),
-                       "end": _iso(_int(state, "plan_end") or 0),
-                       "allowance": _int(state, "plan_amount") or 0,
-                       "rollover": _int(state, "plan_carried") or 0}
+    if last:
+        period_view = {"start": _iso(last["start"]), "end": _iso(_int(state, "plan_end") or 0),
+                       "allowance": last["allowance"], "rollover": last["rollover"]}
     return PlanView(wallet=wallet, plan=plan,
                     overage=Overage("allow" if overage_max is not None else "refuse",
                                     overage_max, used),
                     low_balance=_int(state, "low_balance"), period=period_view)
+
+
+def last_renewal(state: dict[str, Any]) -> dict[str, int] | None:
+    """The last materialised period as plans.lua records it (`plan_last`): its renewal
+    number `seq`, `start` ms, the `allowance` and `rollover` granted and their `priority`;
+    None before the first."""
+    text = state.get("plan_last")
+    if not text:
+        return None
+    return dict(zip(("seq", "start", "allowance", "rollover", "priority"),
+                    map(int, str(text).split(",")), strict=True))
 
 
 def _month_id(now_ms: int) -> int:
@@ -241,63 +248,88 @@ def set_plan(
     """Create or change a wallet's plan or its overage terms.
 
     Options left UNCHANGED keep their value (a new plan needs `allowance` and `every`; anchor
-    None means the default alignment). Validates
-    everything before writing; the terms are written in one MULTI. A change applies from the
-    next period: the current period's grants stand as they were made (changing the schedule
-    never grants a period twice, since the renewal waits for the funded period's end).
+    None means the default alignment). Validates everything before writing, and writes in a
+    transaction on the terms it read (WATCH), so two changes at once never mix. A change
+    applies from the next period: the current period's grants stand as they were made
+    (changing the schedule never grants a period twice: the renewal waits for the funded
+    period's end).
     """
     wallet = parse_wallet(wallet)
     keys = WalletKeys(wallet)
-    state = read_state(client, wallet)
-    to_set: dict[str, int] = {}
-    to_delete: list[str] = []
-    plan_fields = (allowance, every, anchor, rollover_max, priority)
-    if any(v is not UNCHANGED for v in plan_fields):
-        has_plan = "plan_every" in state
-        if not has_plan and (allowance is UNCHANGED or every is UNCHANGED):
+
+    def change(pipe: redis.client.Pipeline) -> None:
+        state = {_text(k) or "": _text(v) or "" for k, v in pipe.hgetall(keys.state).items()}
+        to_set: dict[str, str] = {}
+        to_delete: list[str] = []
+        if any(v is not UNCHANGED for v in (allowance, every, anchor, rollover_max, priority)):
+            to_set["plan"] = _format_terms(_changed_terms(
+                wallet, _parse_terms(state.get("plan")), allowance=allowance, every=every,
+                anchor=anchor, rollover_max=rollover_max, priority=priority))
+        if overage is not UNCHANGED and overage not in OVERAGE_MODES:
+            raise InvalidInput(f"overage must be refuse or allow, not {overage!r}")
+        if overage == "refuse":
+            if overage_max is not UNCHANGED:
+                raise InvalidInput("--overage-max goes with --overage allow")
+            to_delete.append("overage_max")
+        elif overage == "allow" or overage_max is not UNCHANGED:
+            if overage_max is UNCHANGED or overage_max is None:
+                raise InvalidInput("--overage allow needs --overage-max N (credits per period)")
+            if overage is UNCHANGED and "overage_max" not in state:
+                raise InvalidInput("--overage-max goes with --overage allow")
+            to_set["overage_max"] = str(parse_amount(overage_max, "overage max"))
+        pipe.multi()
+        if to_set:
+            pipe.hset(keys.state, mapping=to_set)
+        if to_delete:
+            pipe.hdel(keys.state, *to_delete)
+
+    client.transaction(change, keys.state)
+    return _peek(client, wallet)
+
+
+def _changed_terms(wallet: str, terms: dict[str, int] | None, *, allowance: object,
+                   every: object, anchor: object, rollover_max: object,
+                   priority: object) -> dict[str, int]:
+    """`terms` (None: no plan yet) with the given changes, each checked."""
+    if terms is None:
+        if allowance is UNCHANGED or every is UNCHANGED:
             raise InvalidInput(f"wallet {wallet!r} has no plan yet: give both --allowance and "
                                "--every")
-        if every is not UNCHANGED:
-            if every not in EVERY:
-                raise InvalidInput(f"every must be one of day, week, month, not {every!r}")
-            to_set["plan_every"] = EVERY[every]
-        period = every if every is not UNCHANGED else {v: k for k, v in EVERY.items()}[
-            int(state["plan_every"])]
-        if allowance is not UNCHANGED:
-            to_set["plan_allowance"] = parse_amount(allowance, "allowance")
-        default_anchor = anchor is None or anchor is UNCHANGED
+        terms = {"rollover_max": 0, "priority": DEFAULT_PLAN_PRIORITY, "anchor_default": 1}
+    terms = dict(terms)
+    if every is not UNCHANGED:
+        if every not in EVERY:
+            raise InvalidInput(f"every must be one of day, week, month, not {every!r}")
         # A default anchor follows the period: a daily plan made weekly renews on Mondays.
-        follows_period = every is not UNCHANGED and state.get("plan_anchor_default") == "1"
-        if anchor is not UNCHANGED or not has_plan or follows_period:
-            to_set["plan_anchor"] = (DEFAULT_ANCHORS[period] if default_anchor
-                                     else _parse_anchor(anchor))
-            to_set["plan_anchor_default"] = int(default_anchor)
-        if rollover_max is not UNCHANGED or not has_plan:
-            to_set["plan_rollover_max"] = _whole(
-                0 if rollover_max is UNCHANGED else rollover_max, "rollover max", 0, MAX_AMOUNT)
-        if priority is not UNCHANGED or not has_plan:
-            to_set["plan_priority"] = _whole(
-                DEFAULT_PLAN_PRIORITY if priority is UNCHANGED else priority, "priority", 0,
-                MAX_PRIORITY)
-    if overage is not UNCHANGED and overage not in OVERAGE_MODES:
-        raise InvalidInput(f"overage must be refuse or allow, not {overage!r}")
-    if overage == "refuse":
-        if overage_max is not UNCHANGED:
-            raise InvalidInput("--overage-max goes with --overage allow")
-        to_delete.append("overage_max")
-    elif overage == "allow" or overage_max is not UNCHANGED:
-        if overage_max is UNCHANGED or overage_max is None:
-            raise InvalidInput("--overage allow needs --overage-max N (credits per period)")
-        if overage is UNCHANGED and "overage_max" not in state:
-            raise InvalidInput("--overage-max goes with --overage allow")
-        to_set["overage_max"] = parse_amount(overage_max, "overage max")
-    pipe = client.pipeline(transaction=True)
-    if to_set:
-        pipe.hset(keys.state, mapping={k: str(v) for k, v in to_set.items()})
-    if to_delete:
-        pipe.hdel(keys.state, *to_delete)
-    pipe.execute()
-    return _peek(client, wallet)
+        if anchor is UNCHANGED and terms["anchor_default"]:
+            anchor = None
+        terms["every"] = EVERY[every]
+    if allowance is not UNCHANGED:
+        terms["allowance"] = parse_amount(allowance, "allowance")
+    if anchor is not UNCHANGED:
+        period = _EVERY_NAMES[terms["every"]]
+        terms["anchor"] = DEFAULT_ANCHORS[period] if anchor is None else _parse_anchor(anchor)
+        terms["anchor_default"] = int(anchor is None)
+    if rollover_max is not UNCHANGED:
+        terms["rollover_max"] = _whole(rollover_max, "rollover max", 0, MAX_AMOUNT)
+    if priority is not UNCHANGED:
+        terms["priority"] = _whole(priority, "priority", 0, MAX_PRIORITY)
+    return terms
+
+
+_TERM_ORDER = ("allowance", "every", "anchor", "rollover_max", "priority", "anchor_default")
+"""The `plan` field: these integers joined by commas, in this order (plans.lua reads the
+first five)."""
+
+
+def _format_terms(terms: dict[str, int]) -> str:
+    return ",".join(str(terms[name]) for name in _TERM_ORDER)
+
+
+def _parse_terms(text: str | None) -> dict[str, int] | None:
+    if not text:
+        return None
+    return dict(zip(_TERM_ORDER, map(int, text.split(",")), strict=True))
 
 
 def set_low_balance(client: redis.Redis, wallet: str, threshold: object) -> int | None:
@@ -322,7 +354,7 @@ def remove_plan(client: redis.Redis, wallet: str) -> PlanView:
     """Stop the plan: no further periods. Grants already made stay until they expire, and
     the last period stays recorded, so a plan set again within it is not granted twice."""
     wallet = parse_wallet(wallet)
-    client.hdel(WalletKeys(wallet).state, *_PLAN_FIELDS, "plan_anchor_default")
+    client.hdel(WalletKeys(wallet).state, "plan")
     return _peek(client, wallet)
 
 

@@ -17,7 +17,7 @@ from .errors import InvalidInput
 from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
 from .names import parse_grant_id, parse_wallet
-from .plans import renew
+from .plans import last_renewal, renew
 
 __all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "WalletView", "balance",
            "burn_rate", "grant", "ledger", "parse_wallet", "set_budget"]
@@ -227,21 +227,20 @@ def _plan_grants(state: dict[str, Any], left_by_id: dict[str, int],
                  now_ms: int) -> list[Grant]:
     """The grants of the plan's last renewal (plans.lua keeps them out of the grants HASH,
     which the hot path's scripts do not open): the allowance and what rolled over."""
-    seq = int(float(state.get("plan_seq") or 0))
-    if not seq:
+    last = last_renewal(state)
+    if last is None:
         return []
-    expires = int(float(state["plan_end"]))
+    expires = int(state["plan_end"])
     found = []
-    for gid, field in ((f"rollover#{seq}", "plan_carried"), (f"plan#{seq}", "plan_amount")):
-        amount = int(float(state.get(field) or 0))
+    for gid, amount in ((f"rollover#{last['seq']}", last["rollover"]),
+                        (f"plan#{last['seq']}", last["allowance"])):
         if not amount:
             continue
         left = left_by_id.get(gid, 0)
         status = "expired" if expires <= now_ms else ("live" if left else "exhausted")
-        found.append(Grant(id=gid, amount=amount, remaining=left,
-                           priority=int(float(state.get("plan_grant_priority") or 0)),
-                           expires_at=_iso(expires),
-                           created_at=_iso(int(float(state["plan_start"]))), status=status))
+        found.append(Grant(id=gid, amount=amount, remaining=left, priority=last["priority"],
+                           expires_at=_iso(expires), created_at=_iso(last["start"]),
+                           status=status))
     return found
 
 

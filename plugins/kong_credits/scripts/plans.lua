@@ -2,20 +2,21 @@
 --
 -- Units as in wallet.lua: credits are integers below 2^53, time is ms since the Unix epoch, UTC.
 --
--- Plan fields of the wallet's state HASH, set by plans.py: plan_allowance (credits a period),
--- plan_every (1 day, 2 week, 3 month), plan_anchor (ms: periods start at the anchor's time of
--- day, weekday or day of month), plan_rollover_max, plan_priority. Written here when a
--- period is materialised: plan_seq (number of the last renewal), plan_start, plan_end (that
--- period), plan_amount, plan_carried (what it granted), plan_grant_priority.
--- Grants of renewal n are `plan#n` (the allowance) and `rollover#n` (what the last period
--- left, up to plan_rollover_max); both expire at the period's end. '#' is not allowed in a
+-- Plan fields of the wallet's state HASH (three, as every field costs every script call that
+-- opens the wallet): `plan`, set by plans.py, the terms as text "allowance,every,anchor,
+-- rollover_max,priority[,...]" (every: 1 day, 2 week, 3 month; anchor ms: periods start at
+-- its time of day, weekday or day of month); written here when a period is materialised:
+-- `plan_end` (ms, that period's end) and `plan_last`, "renewal number,start ms,allowance
+-- granted,rollover granted,priority". Grants of renewal n are `plan#n` (the allowance) and
+-- `rollover#n` (what the last period left, up to rollover_max); both expire at the period's
+-- end. '#' is not allowed in a
 -- grant id (grant.lua), so no top-up can take these ids.
 --
 -- Invariant: a period is materialised at most once: renew_plan runs only when now has
 -- reached plan_end, and sets plan_end to the end of the period it grants, in the same script.
 --
 -- Overage fields: overage_max (present: postpaid up to this many credits a period),
--- overage_used, overage_period (the period overage_used counts: plan_start with a plan, else
+-- overage_used, overage_period (the period overage_used counts: its start with a plan, else
 -- the calendar month's id). Alert fields: low_balance (threshold), low_alerted (1 once
 -- alerted), overrun_day (day of the last projected_overrun alert).
 
@@ -31,6 +32,12 @@ local function plan_tools()
   if plan_tools_built then
     return plan_tools_built
   end
+  -- The number and start ms of the wallet's last renewal (0, 0 before the first).
+  local function last_renewal(w)
+    local seq, start = string.match(w.f.plan_last or '', '^(%d+),(%d+)')
+    return tonumber(seq) or 0, tonumber(start) or 0
+  end
+
   -- Days since 1970-01-01 of a civil date (Howard Hinnant's days_from_civil).
   local function days_from_civil(y, m, d)
     y = m <= 2 and y - 1 or y
@@ -103,37 +110,38 @@ local function plan_tools()
 
   -- Materialise the period that holds w.now: the allowance, plus what the last materialised
   -- period left unused (its grants expired at its end, so the sweep has taken them out of the
-  -- balance; their `remaining` entries still say what was left) up to plan_rollover_max.
+  -- balance; their `remaining` entries still say what was left) up to the terms' rollover_max.
   -- A wallet idle for several periods gets only the current one. Then one alert.
   local function renew(w, alerts)
     local f = w.f
-    local start, stop = plan_period(f.plan_every, num(w, 'plan_anchor'), w.now)
+    local allowance, every, anchor, rollover_max, priority = string.match(f.plan,
+      '^(%d+),(%d+),(%d+),(%d+),(%d+)')
+    if not allowance then
+      return  -- not terms plans.py writes: leave the wallet as it is
+    end
+    allowance, priority = tonumber(allowance), tonumber(priority)
+    local start, stop = plan_period(tonumber(every), tonumber(anchor), w.now)
     if stop > MAX_EXPIRY then
       return
     end
-    local seq = num(w, 'plan_seq')
+    local seq = last_renewal(w)
     local carry = 0
     if seq > 0 then
       local allowance_id, rollover_id = 'plan#' .. fmt(seq), 'rollover#' .. fmt(seq)
       local left = redis.call('HMGET', w.remaining, allowance_id, rollover_id)
-      carry = math.min(num(w, 'plan_rollover_max'),
+      carry = math.min(tonumber(rollover_max),
         (tonumber(left[1]) or 0) + (tonumber(left[2]) or 0))
       redis.call('HDEL', w.remaining, allowance_id, rollover_id)
     end
     seq = seq + 1
-    local priority = num(w, 'plan_priority')
     local carried = 0
     if carry > 0 then
       carried = add_plan_grant(w, 'rollover#' .. fmt(seq), carry, priority, stop, 'rollover')
     end
-    local granted = add_plan_grant(w, 'plan#' .. fmt(seq), f.plan_allowance, priority, stop,
+    local granted = add_plan_grant(w, 'plan#' .. fmt(seq), allowance, priority, stop,
       'allowance')
-    put(w, 'plan_seq', seq)
-    put(w, 'plan_start', start)
     put(w, 'plan_end', stop)
-    put(w, 'plan_amount', granted)
-    put(w, 'plan_carried', carried)
-    put(w, 'plan_grant_priority', priority)
+    put(w, 'plan_last', format('%d,%d,%d,%d,%d', seq, start, granted, carried, priority))
     -- A renewal is a top-up: it re-arms the used-share and low-balance alerts below it.
     local total = num(w, 'granted')
     if total > 0 then
@@ -154,8 +162,9 @@ local function plan_tools()
 
   -- The period overage is counted in: the plan's, else the calendar month.
   local function overage_period(w)
-    if w.f.plan_every then
-      return num(w, 'plan_start')
+    if w.f.plan then
+      local _, start = last_renewal(w)
+      return start
     end
     return num(w, 'month_id')
   end
@@ -268,7 +277,7 @@ local function balance_alerts(alerts, id, w, before)
     return
   end
   local tools = plan_tools()
-  local stop = f.plan_every and num(w, 'plan_end') or tools.month_end(w)
+  local stop = f.plan and num(w, 'plan_end') or tools.month_end(w)
   local projected = math.floor(rate * (stop - w.now) / 60000)
   local reason
   if projected > spendable(w) + tools.overage_left(w) then

@@ -158,7 +158,8 @@ local function open_wallet(name, first, now, alerts)
   local f = w.f
   for i = 1, #flat, 2 do
     local field = flat[i]
-    f[field] = field == 'thresholds' and flat[i + 1] or tonumber(flat[i + 1])
+    local value = flat[i + 1]
+    f[field] = tonumber(value) or value  -- text fields: thresholds, plan, plan_last
   end
   local soonest = num(w, 'next_expiry')
   if soonest > 0 and soonest <= now then
@@ -179,7 +180,7 @@ local function open_wallet(name, first, now, alerts)
     end
   end
   -- One table look-up for a wallet without a plan; one comparison for one with a plan.
-  if f.plan_every and alerts and now >= num(w, 'plan_end') and name ~= '' then
+  if f.plan and alerts and now >= num(w, 'plan_end') and name ~= '' then
     renew_plan(w, alerts)
   end
   return w
