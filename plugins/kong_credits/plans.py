@@ -14,7 +14,6 @@ midnight UTC, Monday midnight UTC, the 1st of the month at midnight UTC.
 from __future__ import annotations
 
 import calendar
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,7 +218,8 @@ def show_plan(client: redis.Redis, wallet: str, *, now_ms: int = 0) -> PlanView:
 def _peek(client: redis.Redis, wallet: str) -> PlanView:
     """The terms as written, without renewing: setting a plan grants nothing by itself; the
     next request or read in its period does."""
-    return _view(wallet, read_state(client, wallet), int(time.time() * 1000))
+    seconds, micros = client.time()  # Redis's clock, as the scripts read it
+    return _view(wallet, read_state(client, wallet), int(seconds) * 1000 + int(micros) // 1000)
 
 
 def _whole(value: object, what: str, low: int, high: int) -> int:
