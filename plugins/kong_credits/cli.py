@@ -271,14 +271,18 @@ def _register_subcommands() -> None:
     from .forwarder.alerts_cli import alerts_command
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
+    from .payments.replay_cli import stripe_command
     from .plans_cli import plan_command
     from .pluginserver.command import pluginserver_command
+    from .void_cli import void_command
 
     main.add_command(pluginserver_command)
     main.add_command(host_command)
     main.add_command(forwarder_command)
     main.add_command(dlq_command)
     main.add_command(alerts_command)
+    main.add_command(void_command)
+    main.add_command(stripe_command)
     main.add_command(plan_command)
 
 

@@ -18,9 +18,10 @@ from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
 from .names import parse_grant_id, parse_wallet
 from .plans import last_renewal, renew
+from .voids import Void, void_grant
 
-__all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "WalletView", "balance",
-           "burn_rate", "grant", "ledger", "parse_wallet", "set_budget"]
+__all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "Void", "WalletView", "balance",
+           "burn_rate", "grant", "ledger", "parse_wallet", "set_budget", "void_grant"]
 
 DEFAULT_PRIORITY = 100
 DEFAULT_THRESHOLDS = (50, 75, 90, 100)
@@ -70,6 +71,7 @@ class Grant:
     expires_at: str | None
     created_at: str | None
     status: str  # live | exhausted | expired
+    voided: int = 0  # credits voided from it (void_grant), shortfall included
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +170,11 @@ def balance(client: redis.Redis, wallet: str, *, now_ms: int = 0) -> WalletView:
     pipe.hgetall(keys.state)
     pipe.hgetall(keys.grants)
     pipe.hgetall(keys.remaining)
-    state, records, remaining = pipe.execute()
+    pipe.hgetall(keys.voids)
+    state, records, remaining, voids = pipe.execute()
     state = {_text(k): _text(v) for k, v in state.items()}
-    left_by_id = {_text(k): int(v) for k, v in remaining.items()}
+    left_by_id = {_text(k): max(int(v), 0) for k, v in remaining.items()}
+    voided_by_id = {_text(k): int(v) for k, v in voids.items()}
     grants = []
     live_total = 0
     for raw_id, raw in records.items():
@@ -188,7 +192,7 @@ def balance(client: redis.Redis, wallet: str, *, now_ms: int = 0) -> WalletView:
         grants.append(Grant(
             id=gid, amount=record["amount"], remaining=left, priority=record["priority"],
             expires_at=_iso(expires), created_at=_iso(record.get("created_at_ms")),
-            status=status,
+            status=status, voided=voided_by_id.get(gid, 0),
         ))
     for plan_grant in _plan_grants(state, left_by_id, now_ms):
         grants.append(plan_grant)
@@ -332,16 +336,23 @@ def set_budget(
 
 
 def ledger(client: redis.Redis, wallet: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The wallet's most recent ledger entries, newest first (the last 1000 are kept)."""
+    """The wallet's most recent ledger entries, newest first (the last 1000 are kept).
+
+    A `void` entry also has `shortfall` (credits asked for but already spent) and `reason`.
+    """
     if limit < 1:
         raise InvalidInput(f"limit must be at least 1, not {limit}")
     keys = WalletKeys(parse_wallet(wallet))
     entries = []
     for entry_id, fields in client.xrevrange(keys.ledger, count=limit):
         f = {_text(k): _text(v) for k, v in fields.items()}
-        entries.append({
+        entry = {
             "id": _text(entry_id), "type": f["type"], "ref": f["ref"],
             "amount": int(f["amount"]), "balance": int(f["balance"]),
             "at": _iso(int(f["ts"])),
-        })
+        }
+        if "shortfall" in f:
+            entry["shortfall"] = int(f["shortfall"])
+            entry["reason"] = f.get("reason", "")
+        entries.append(entry)
     return entries
