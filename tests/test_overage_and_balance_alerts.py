@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,31 @@ class TestPlansInThePricingFile:
         with pytest.raises(InvalidInput, match=re.escape(message)):
             plans.apply_plan(r, "erin", path)
         assert r.hgetall(WalletKeys("erin").state) == {}
+
+
+def test_concurrent_requests_never_pass_the_overage_limit(r, redis_url):
+    plans.set_plan(r, "busy", allowance=100, every="month", overage="allow", overage_max=50)
+    now = ms("2027-05-10T12:00:00Z")
+    barrier = threading.Barrier(24)
+    decisions = []
+
+    def hammer(n: int) -> None:
+        client = redis.Redis.from_url(redis_url)
+        barrier.wait()
+        for i in range(10):
+            decisions.append(Engine(client).authorize(
+                AuthorizeRequest(f"o{n}-{i}", "busy", "c1", 1), now_ms=now + i))
+        client.close()
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sum(d.admitted for d in decisions) == 150  # 100 included + 50 on credit
+    assert {d.reason for d in decisions if not d.admitted} == {"credits"}
+    admitted = events(r, "busy")
+    assert len(admitted) == 150
+    assert sum(int(e.get("overage", 0)) for e in admitted) == 50
+    view = wallets.balance(r, "busy", now_ms=now + 20)
+    assert (view.balance, view.overdraft) == (-50, 50)
