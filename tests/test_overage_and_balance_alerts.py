@@ -264,3 +264,18 @@ def test_concurrent_requests_never_pass_the_overage_limit(r, redis_url):
     assert sum(int(e.get("overage", 0)) for e in admitted) == 50
     view = wallets.balance(r, "busy", now_ms=now + 20)
     assert (view.balance, view.overdraft) == (-50, 50)
+
+
+def test_the_new_alerts_reach_webhooks_with_integer_fields(r, engine):
+    from kong_credits.forwarder.alerts import Alert
+
+    plans.set_plan(r, "acme", allowance=100, every="day")
+    plans.set_low_balance(r, "acme", 50)
+    charge(engine, "acme", 60, "2027-01-05T00:00:00Z")
+    [renewed] = alerts(r, "acme", "allowance_renewed")
+    [low] = alerts(r, "acme", "low_balance")
+    body = json.loads(Alert.from_fields(renewed).body())
+    assert body["data"] == {"balance": 100, "allowance": 100, "rollover": 0,
+                            "period_start": ms("2027-01-05T00:00:00Z"),
+                            "period_end": ms("2027-01-06T00:00:00Z")}
+    assert json.loads(Alert.from_fields(low).body())["data"] == {"balance": 40, "threshold": 50}

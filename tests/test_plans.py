@@ -244,3 +244,19 @@ def test_a_default_anchor_follows_a_new_period_and_a_given_one_stays(r):
     assert (view.plan.anchor, view.plan.every, view.plan.allowance) == (
         "2027-01-31T09:00:00Z", "month", 7)
     assert plans.set_plan(r, "acme", anchor=None).plan.anchor == "1970-01-01T00:00:00Z"
+
+
+def test_plans_run_on_redis_cluster_with_declared_keys_only(cluster):
+    """Every key the plan code touches is among the script's KEYS, in the wallet's slot: the
+    renewal, overage and alerts work on a cluster as on one node."""
+    client = cluster.client()
+    plans.set_plan(client, "team/ann", allowance=40, every="day", overage="allow",
+                   overage_max=5)
+    plans.set_plan(client, "team", allowance=100, every="day")
+    engine = Engine(client)
+    decision = charge(engine, "team/ann", 50, "2027-03-05T08:00:00Z")  # 40 own, 10 parent's
+    assert decision.admitted
+    assert charge(engine, "team/ann", 95, "2027-03-05T08:00:01Z").admitted  # 90 + 5 on credit
+    assert wallets.balance(client, "team/ann", now_ms=ms("2027-03-06T00:00:00Z")).balance == 35
+    assert len(alerts(client, "team", "allowance_renewed")) == 1
+    client.close()
