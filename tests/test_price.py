@@ -49,7 +49,8 @@ class TestFormula:
 
     @pytest.mark.parametrize(("proxy", "credits"), [
         (999, 3), (1000, 3), (1001, 4), (0, 0), (-1, 0),  # -1: Kong's "no upstream"
-        (0.2, 1), (None, 0), ("12", 0), (True, 0), (float("nan"), 0), (float("inf"), 0)])
+        (0.2, 1), (None, 0), ("1200", 4), ("12ms", 0), ("-5", 0), ("1" * 40, 0), (True, 0),
+        (float("nan"), 0), (float("inf"), 0)])
     def test_upstream_time_and_what_kong_did_not_report(self, proxy, credits):
         price = Price(per_second=3)
         assert price.compute(entry(proxy=proxy), header_cost=None,

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .money import parse_whole_number
+
 __all__ = ["KB", "Price", "PriceBreakdown"]
 
 KB = 1024
@@ -36,7 +38,10 @@ def _ceil_div(numerator: int, denominator: int) -> int:
 
 def _measure(value: Any) -> int:
     """A size or latency from the serialized log as a whole non-negative number (a fraction
-    of a millisecond counts as a whole one); anything else, absent or negative, as 0."""
+    of a millisecond counts as a whole one; nginx variables Kong did not convert, ASCII
+    digits, are read as numbers); anything else, absent or negative, as 0."""
+    if isinstance(value, str):
+        value = parse_whole_number(value) if len(value) <= 30 else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
     if isinstance(value, float):
