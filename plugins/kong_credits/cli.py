@@ -167,18 +167,28 @@ class _PercentagesType(click.ParamType):
               help="For a wallet parent/member: most it may draw from the parent a month.")
 @click.option("--alert-at", type=_PercentagesType(),
               help="Used-share thresholds that raise an alert [default: 50,75,90,100].")
+@click.option("--low-balance", type=_CapType(),
+              help="Alert low_balance when the balance falls below this many credits (once "
+                   "per crossing, re-armed by a top-up); 'off' removes it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the budget as JSON.")
 @redis_url_option
 def budget(wallet: str, daily_cap: Any, monthly_cap: Any, soft: Any, member_daily_cap: Any,
-           member_monthly_cap: Any, alert_at: Any, as_json: bool, redis_url: str) -> None:
+           member_monthly_cap: Any, alert_at: Any, low_balance: Any, as_json: bool,
+           redis_url: str) -> None:
     """Show or change WALLET's spending caps, member caps and alert thresholds."""
+    from .plans import low_balance_of, set_low_balance
+
+    client = _client(redis_url)
     result = _run(lambda: wallets.set_budget(
-        _client(redis_url), wallet, daily_cap=_change(daily_cap),
+        client, wallet, daily_cap=_change(daily_cap),
         monthly_cap=_change(monthly_cap), soft=_change(soft),
         member_daily_cap=_change(member_daily_cap),
         member_monthly_cap=_change(member_monthly_cap), alert_thresholds=_change(alert_at)))
+    if low_balance is not None:
+        _run(lambda: set_low_balance(client, wallet, _change(low_balance)))
+    threshold = _run(lambda: low_balance_of(client, wallet))
     if as_json:
-        _echo_json({"wallet": wallet, **asdict(result)})
+        _echo_json({"wallet": wallet, **asdict(result), "low_balance": threshold})
         return
     def show(cap: int | None) -> str:
         return "none" if cap is None else str(cap)
@@ -186,7 +196,8 @@ def budget(wallet: str, daily_cap: Any, monthly_cap: Any, soft: Any, member_dail
     click.echo(f"{wallet}: daily cap {show(result.daily_cap)}, monthly cap "
                f"{show(result.monthly_cap)} ({'soft' if result.soft else 'hard'}); member caps "
                f"{show(result.member_daily_cap)}/day {show(result.member_monthly_cap)}/month; "
-               f"alerts at {','.join(map(str, result.alert_thresholds))}% used")
+               f"alerts at {','.join(map(str, result.alert_thresholds))}% used"
+               + (f", below {threshold} credits" if threshold is not None else ""))
 
 
 @main.command()
@@ -230,8 +241,9 @@ def demo(redis_url: str | None, kong_yml: str | None, listen: str, keep_running:
     with contextlib.ExitStack() as stack:
         stack.enter_context(stop_on_signals())
         path = Path(kong_yml) if kong_yml else stack.enter_context(demo_file("kong.yml"))
+        pricing = stack.enter_context(demo_file("pricing.yaml"))
         url = stack.enter_context(redis_for_demo(redis_url))
-        run_demo(url, DemoOptions(path, listen, keep_running))
+        run_demo(url, DemoOptions(path, listen, keep_running, pricing))
 
 
 def _register_subcommands() -> None:
@@ -240,6 +252,7 @@ def _register_subcommands() -> None:
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
     from .payments.replay_cli import stripe_command
+    from .plans_cli import plan_command
     from .pluginserver.command import pluginserver_command
     from .pricing.command import prices_command, render_config_command
     from .void_cli import void_command
@@ -254,6 +267,7 @@ def _register_subcommands() -> None:
     main.add_command(stripe_command)
     main.add_command(render_config_command)
     main.add_command(prices_command)
+    main.add_command(plan_command)
 
 
 _register_subcommands()

@@ -1,9 +1,11 @@
 """`kong-credits demo`: the whole product on one machine, with a readable summary.
 
 Starts (unless given) an embedded Redis, then the sample upstream, the real plugin server and
-the Kong-protocol host with kong/kong.yml, funds two wallets, sends traffic that shows 200s,
-429s, 402s and a 401 over real HTTP, prints what happened, and stops everything it started:
-at the end, on Ctrl-C, and on SIGTERM or SIGHUP alike (`stop_on_signals`).
+the Kong-protocol host with kong/kong.yml, funds two wallets, gives a third the plan of
+config/pricing.yaml, sends traffic that shows 200s, 429s, 402s and a 401 over real HTTP (and a
+route priced by response size, paid from the plan's allowance, then on credit), prints what
+happened, and stops everything it started: at the end, on Ctrl-C, and on SIGTERM or SIGHUP
+alike (`stop_on_signals`).
 
 The kong.yml and pricing.yaml it uses ship inside the package (`demo_data/`, copies of
 kong/kong.yml and config/pricing.yaml kept equal by a test), so it runs from any directory.
@@ -27,7 +29,7 @@ import httpx
 import redis
 import yaml
 
-from . import wallets
+from . import plans, plans_cli, wallets
 from .keys import event_streams
 from .prices import declarative_prices
 from .redact import mask_url
@@ -47,6 +49,7 @@ class DemoOptions:
     kong_yml: Path
     listen: str = "127.0.0.1:0"
     keep_running: bool = False
+    pricing: Path | None = None  # the plans to apply; the CLI passes the packaged pricing.yaml
 
 
 @contextlib.contextmanager
@@ -93,6 +96,9 @@ TRAFFIC = [
     ("carol", "carol-key", "/status", 2),              # free, metered
     ("dave", "dave-key", "/search?q=broke", 2),        # no credits -> 402
     ("anonymous", "", "/search", 1),                   # no key -> 401 (key-auth)
+    # ~4.6 KB responses at 1 + 2/KB: 11 credits each from erin's plan (30 a month), then on
+    # credit up to the plan's overage_max (10), then 402
+    ("erin", "erin-key", f"/export?report={'x' * 4000}", 5),
 ]
 
 
@@ -105,7 +111,8 @@ async def _send_traffic(base_url: str) -> list[tuple[str, str, int, dict[str, st
                 response = await client.get(path, headers=headers)
                 shown = {k: v for k, v in response.headers.items()
                          if k.lower().startswith(("x-credits", "ratelimit", "retry-after"))}
-                results.append((who, path, response.status_code, shown))
+                results.append((who, path[:40], response.status_code, shown))
+                await asyncio.sleep(0.02)  # a metered request settles in its log phase
     return results
 
 
@@ -136,9 +143,11 @@ async def _stack(redis_url: str, options: DemoOptions) -> AsyncIterator[str]:
             await upstream.stop()
 
 
-def _fund(client: redis.Redis, run_id: str) -> None:
+def _fund(client: redis.Redis, run_id: str, pricing: Path | None) -> None:
     wallets.grant(client, "acme", 40, grant_id=f"demo-acme-{run_id}")
     wallets.grant(client, "team-blue", 30, grant_id=f"demo-team-{run_id}")
+    for wallet in plans.load_plans(pricing) if pricing else ():
+        plans.apply_plan(client, wallet, pricing)
 
 
 def _summarise(results: list[tuple[str, str, int, dict[str, str]]], client: redis.Redis,
@@ -151,10 +160,12 @@ def _summarise(results: list[tuple[str, str, int, dict[str, str]]], client: redi
     click.echo("")
     click.echo(f"{len(results)} requests: " + ", ".join(
         f"{n} x {status}" for status, n in sorted(outcomes.items())))
-    for wallet in ("acme", "team-blue", "dave"):
+    for wallet in ("acme", "team-blue", "dave", "erin"):
         view = wallets.balance(client, wallet)
         click.echo(f"  wallet {wallet:<10} balance {view.balance:>3}  refused: "
                    f"{view.refused_credits} for credits, {view.refused_rate_limit} by rate limit")
+    for line in plans_cli.describe(plans.show_plan(client, "erin")):
+        click.echo(f"  {line}")
     events = sum(client.xlen(stream) for stream in event_streams()) - events_before
     click.echo(f"  {events} billable events appended to the event streams")
 
@@ -162,7 +173,7 @@ def _summarise(results: list[tuple[str, str, int, dict[str, str]]], client: redi
 async def _run(redis_url: str, options: DemoOptions) -> Counter:
     client = redis_client(redis_url)
     events_before = sum(client.xlen(stream) for stream in event_streams())
-    _fund(client, uuid.uuid4().hex[:8])
+    _fund(client, uuid.uuid4().hex[:8], options.pricing)
     async with _stack(redis_url, options) as base_url:
         _show_prices(options.kong_yml)
         click.echo(f"host with {options.kong_yml.name} on {base_url}; sending traffic")

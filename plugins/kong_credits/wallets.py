@@ -17,6 +17,7 @@ from .errors import InvalidInput
 from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
 from .names import parse_grant_id, parse_wallet
+from .plans import last_renewal, renew_many
 from .voids import Void, void_grant
 
 __all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "Void", "WalletView", "balance",
@@ -157,31 +158,31 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def balance(client: redis.Redis, wallet: str) -> WalletView:
+def balance(client: redis.Redis, wallet: str, *, now_ms: int = 0) -> WalletView:
     """The wallet's balance and grants, read in one MULTI so they agree with each other.
 
-    A grant past its expiry counts as expired here even before the next charge sweeps it.
+    A read in a new period of the wallet's plan materialises it first (plans.renew, one
+    script call). A grant past its expiry counts as expired here even before the next charge
+    sweeps it. `now_ms` 0: Redis's clock (the renewal script reads it).
     """
-    return balances(client, [wallet])[0]
+    return balances(client, [wallet], now_ms=now_ms)[0]
 
 
-def balances(client: redis.Redis, names: list[str]) -> list[WalletView]:
-    """`balance` of many wallets in one round trip (one MULTI on a single Redis; on a
-    cluster, whose MULTI cannot span slots, one pipeline of per-wallet reads)."""
+def balances(client: redis.Redis, names: list[str], *, now_ms: int = 0) -> list[WalletView]:
+    """`balance` of many wallets in two round trips: one pipeline renewing their plans
+    (plans.renew_many), then one MULTI reading them (on a cluster, whose MULTI cannot span
+    slots, one pipeline of per-wallet reads)."""
     wallet_keys = [WalletKeys(parse_wallet(name)) for name in names]
-    cluster = isinstance(client, redis.RedisCluster)  # TIME has no slot: asked on its own
+    times = renew_many(client, [keys.wallet for keys in wallet_keys], now_ms=now_ms)
+    cluster = isinstance(client, redis.RedisCluster)
     pipe = client.pipeline(transaction=not cluster or len(wallet_keys) == 1)
-    if not cluster:
-        pipe.time()
     for keys in wallet_keys:
         pipe.hgetall(keys.state)
         pipe.hgetall(keys.grants)
         pipe.hgetall(keys.remaining)
         pipe.hgetall(keys.voids)
     replies = pipe.execute()
-    server_time = client.time() if cluster else replies.pop(0)
-    now_ms = server_time[0] * 1000 + server_time[1] // 1000
-    return [_view(keys, *replies[4 * i:4 * i + 4], now_ms)
+    return [_view(keys, *replies[4 * i:4 * i + 4], times[i])
             for i, keys in enumerate(wallet_keys)]
 
 
@@ -209,6 +210,9 @@ def _view(keys: WalletKeys, state: dict[Any, Any], records: dict[Any, Any],
             expires_at=_iso(expires), created_at=_iso(record.get("created_at_ms")),
             status=status, voided=voided_by_id.get(gid, 0),
         ))
+    for plan_grant in _plan_grants(state, left_by_id, now_ms):
+        grants.append(plan_grant)
+        live_total += plan_grant.remaining if plan_grant.status == "live" else 0
     grants.sort(key=lambda g: (g.status != "live", g.priority, g.expires_at or "~",
                                g.created_at or ""))
     def count(field: str) -> int:
@@ -237,6 +241,27 @@ def _view(keys: WalletKeys, state: dict[Any, Any], records: dict[Any, Any],
         projected_empty_at=_iso(now_ms + seconds * 1000) if seconds is not None else None,
         abuse_suspected=count("abuse_active") == 1,
     )
+
+
+def _plan_grants(state: dict[str, Any], left_by_id: dict[str, int],
+                 now_ms: int) -> list[Grant]:
+    """The grants of the plan's last renewal (plans.lua keeps them out of the grants HASH,
+    which the hot path's scripts do not open): the allowance and what rolled over."""
+    last = last_renewal(state)
+    if last is None:
+        return []
+    expires = int(state["plan_end"])
+    found = []
+    for gid, amount in ((f"rollover#{last['seq']}", last["rollover"]),
+                        (f"plan#{last['seq']}", last["allowance"])):
+        if not amount:
+            continue
+        left = left_by_id.get(gid, 0)
+        status = "expired" if expires <= now_ms else ("live" if left else "exhausted")
+        found.append(Grant(id=gid, amount=amount, remaining=left, priority=last["priority"],
+                           expires_at=_iso(expires), created_at=_iso(last["start"]),
+                           status=status))
+    return found
 
 
 def burn_rate(state: dict[str, Any], now_ms: int) -> float | None:

@@ -45,7 +45,7 @@ def test_applied_to_an_unpriced_state_file_it_gives_the_same_prices():
                                 catch_exceptions=False)
     assert result.exit_code == 0
     plugin_file = yaml.safe_load(result.output)
-    assert len(plugin_file["add-plugins"]) == 3
+    assert len(plugin_file["add-plugins"]) == 4  # search, status, export, generate
     assert declarative_prices(add_plugins(unpriced, plugin_file)) == \
         declarative_prices(priced)
 

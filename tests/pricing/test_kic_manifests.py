@@ -142,7 +142,7 @@ def test_pricing_yaml_and_the_demo_spec_render_the_same_kong_plugins():
         validate(manifests)
         plugins.append([m for m in manifests if m["kind"] == "KongPlugin"])
     assert plugins[0] == plugins[1]
-    assert len(plugins[0]) == 3
+    assert len(plugins[0]) == 4  # one per distinct price: search, status, export, generate
 
 
 def test_a_kong_plugin_name_is_a_dns_name_that_changes_with_the_price():
