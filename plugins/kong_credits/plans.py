@@ -207,9 +207,10 @@ def renew(client: redis.Redis, wallet: str, *, now_ms: int = 0) -> int:
 def renew_many(client: redis.Redis, wallets: list[str], *, now_ms: int = 0) -> list[int]:
     """`renew` of each wallet, in one pipeline (one round trip however many): what a page of
     the admin API's wallet list costs. Renewing is idempotent, so after a NOSCRIPT the
-    script is loaded and the whole pipeline sent again."""
-    if len(wallets) == 1:
-        return [renew(client, wallets[0], now_ms=now_ms)]
+    script is loaded and the whole pipeline sent again. A cluster client pipelines no
+    scripts: there, one call per wallet."""
+    if len(wallets) == 1 or isinstance(client, redis.RedisCluster):
+        return [renew(client, wallet, now_ms=now_ms) for wallet in wallets]
     calls = [WalletKeys(parse_wallet(wallet)) for wallet in wallets]
     for _ in range(2):
         pipe = client.pipeline(transaction=False)

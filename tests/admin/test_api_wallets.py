@@ -111,7 +111,7 @@ class TestBudget:
         assert api.get("/v1/wallets/acme/budget").json() == {
             "wallet": "acme", "daily_cap": None, "monthly_cap": None, "soft": False,
             "member_daily_cap": None, "member_monthly_cap": None,
-            "alert_thresholds": [50, 75, 90, 100]}
+            "alert_thresholds": [50, 75, 90, 100], "low_balance": None}
         changed = api.patch("/v1/wallets/acme/budget",
                             json={"daily_cap": 1000, "soft": True, "alert_thresholds": [80, 20]})
         assert changed.status_code == 200
@@ -120,6 +120,11 @@ class TestBudget:
         assert wallets.set_budget(r, "acme").daily_cap == 1000  # the engine's own record
         removed = api.patch("/v1/wallets/acme/budget", json={"daily_cap": None}).json()
         assert removed["daily_cap"] is None and removed["soft"] is True
+        low = api.patch("/v1/wallets/acme/budget", json={"low_balance": 250}).json()
+        assert low["low_balance"] == 250 and api.get("/v1/wallets/acme/budget").json()[
+            "low_balance"] == 250
+        assert api.patch("/v1/wallets/acme/budget",
+                         json={"low_balance": None}).json()["low_balance"] is None
 
     @pytest.mark.parametrize(("body", "field"), [
         ({"daily_cap": 0}, "daily_cap"), ({"daily_cap": "10"}, "daily_cap"),
@@ -131,6 +136,39 @@ class TestBudget:
         problem = assert_problem(api.patch("/v1/wallets/acme/budget", json=body), 422)
         assert problem["errors"][0]["field"] == field, problem
         assert wallets.set_budget(r, "acme") == wallets.Budget()
+
+
+class TestPlans:
+    def test_put_get_delete_a_plan_and_its_first_period_is_granted_once(self, api, r):
+        assert api.get("/v1/wallets/acme/plan").json()["plan"] is None
+        made = api.put("/v1/wallets/acme/plan",
+                       json={"allowance": 1000, "every": "month", "rollover_max": 200})
+        assert made.status_code == 200, made.text
+        assert made.json()["plan"]["allowance"] == 1000
+        shown = api.get("/v1/wallets/acme/plan").json()
+        assert shown["period"]["allowance"] == 1000  # this read materialised the period
+        assert api.get("/v1/wallets/acme").json()["balance"] == 1000
+        assert api.get("/v1/wallets/acme").json()["balance"] == 1000  # once a period
+        changed = api.put("/v1/wallets/acme/plan", json={"overage": "allow",
+                                                         "overage_max": 50}).json()
+        assert changed["overage"]["mode"] == "allow" and changed["plan"]["allowance"] == 1000
+        stopped = api.delete("/v1/wallets/acme/plan")
+        assert stopped.status_code == 200 and stopped.json()["plan"] is None
+        assert api.get("/v1/wallets/acme").json()["balance"] == 1000  # made grants stay
+
+    @pytest.mark.parametrize(("body", "field"), [
+        ({"allowance": 10}, "every"), ({"every": "month"}, "allowance"),
+        ({"allowance": 0, "every": "day"}, "allowance"),
+        ({"allowance": 10, "every": "year"}, "every"),
+        ({"allowance": 10, "every": "day", "anchor": "2027-01-01T00:00:00"}, "anchor"),
+        ({"allowance": 10, "every": "day", "overage_max": 5}, "overage_max"),
+        ({"allowance": 10, "every": "day", "overage": "allow"}, "overage_max"),
+        ({"allowance": None, "every": "day"}, "allowance"),
+    ])
+    def test_a_bad_plan_is_422_naming_the_field_and_sets_nothing(self, api, r, body, field):
+        problem = assert_problem(api.put("/v1/wallets/acme/plan", json=body), 422)
+        assert problem["errors"][0]["field"] == field, problem
+        assert api.get("/v1/wallets/acme/plan").json()["plan"] is None
 
 
 class TestGrants:

@@ -28,6 +28,7 @@ from ..redis_url import redis_client
 from . import (
     problems,
     routes_grants,
+    routes_plans,
     routes_prices,
     routes_system,
     routes_tokens,
@@ -51,6 +52,7 @@ TAGS = [
     {"name": "wallets", "description": "Balances, the wallet list, ledgers, alerts, budgets."},
     {"name": "grants", "description": "Adding credits, safe to retry."},
     {"name": "tokens", "description": "Read-only wallet tokens for customers' dashboards."},
+    {"name": "plans", "description": "Recurring allowances and overage terms."},
     {"name": "prices", "description": "What each route costs, from --kong-yml."},
     {"name": "system", "description": "Health and Prometheus metrics."},
     {"name": "webhooks", "description": "Stripe's events, verified by their signature."},
@@ -58,7 +60,7 @@ TAGS = [
 """The docs' section order (a router's `tags` names its section)."""
 
 _ROUTERS = (routes_system.router, routes_prices.router, routes_tokens.router,
-            routes_grants.router, routes_wallets.router)
+            routes_grants.router, routes_plans.router, routes_wallets.router)
 """In matching order: every `/v1/wallets/{wallet:wallet}/<thing>` before the bare wallet."""
 
 

@@ -4,7 +4,7 @@ the API answers exactly what `kong-credits balance --json` prints."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -13,8 +13,8 @@ from ..names import GRANT_ID_CHARACTERS
 from ..wallets import DEFAULT_PRIORITY, Budget, Grant, WalletView
 
 __all__ = ["AlertDocument", "BudgetChange", "BudgetDocument", "GrantDocument", "GrantRequest",
-           "LedgerEntry", "PriceRow", "TokenCreated", "TokenInfo", "VoidDocument", "WalletList",
-           "WalletSummary"]
+           "LedgerEntry", "PlanChange", "PriceRow", "TokenCreated", "TokenInfo", "VoidDocument",
+           "WalletList", "WalletSummary"]
 
 Credits = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT)]
 Percentage = Annotated[StrictInt, Field(ge=1, le=100)]
@@ -123,6 +123,7 @@ class BudgetDocument(BaseModel):
     member_daily_cap: int | None
     member_monthly_cap: int | None
     alert_thresholds: list[int]
+    low_balance: int | None = Field(description="Alert `low_balance` below this many credits.")
 
 
 class BudgetChange(_Strict):
@@ -135,6 +136,20 @@ class BudgetChange(_Strict):
     member_monthly_cap: Credits | None = None
     alert_thresholds: Annotated[list[Percentage], Field(min_length=1, max_length=100)] | None \
         = None
+    low_balance: Credits | None = None
+
+
+class PlanChange(_Strict):
+    """A plan's terms (`kong-credits plan`): fields left out keep their value; a new plan
+    needs `allowance` and `every`. `anchor` null: the default alignment."""
+
+    allowance: Credits | None = None
+    every: Literal["day", "week", "month"] | None = None
+    anchor: AwareDatetime | None = None
+    rollover_max: Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT)] | None = None
+    priority: Annotated[StrictInt, Field(ge=0, le=MAX_PRIORITY)] | None = None
+    overage: Literal["refuse", "allow"] | None = None
+    overage_max: Credits | None = None
 
 
 class PriceRow(BaseModel):

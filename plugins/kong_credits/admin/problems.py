@@ -106,6 +106,11 @@ def install(app: FastAPI) -> None:
                 field="body", location="body", message=detail)])
         return problem_response(exc.status_code, detail, headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        _log.exception("unexpected error", exc_info=exc)
+        return problem_response(500, "unexpected error: see the admin process's log")
+
     @app.exception_handler(RedisUnavailable)
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)

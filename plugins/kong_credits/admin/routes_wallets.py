@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from .. import wallets
 from ..errors import InvalidInput
-from ..wallets import WalletView
+from ..plans import low_balance_of, set_low_balance
+from ..wallets import UNCHANGED, WalletView
 from .alert_log import recent_alerts
 from .auth import Principal, authenticate
 from .models import (
@@ -76,14 +77,16 @@ def get_alerts(request: Request, wallet: ReadableWallet, limit: Limit = 20
     return recent_alerts(request.app.state.redis, wallet, limit)
 
 
-def _budget_document(wallet: str, budget: wallets.Budget) -> dict[str, Any]:
-    return {"wallet": wallet, **asdict(budget)}
+def _budget_document(client: Any, wallet: str, budget: wallets.Budget) -> dict[str, Any]:
+    """As `kong-credits budget --json`."""
+    return {"wallet": wallet, **asdict(budget), "low_balance": low_balance_of(client, wallet)}
 
 
 @router.get("/{wallet:wallet}/budget", response_model=BudgetDocument,
             responses=_READ_ERRORS, summary="Spending caps and alert thresholds")
 def get_budget(request: Request, wallet: ReadableWallet) -> dict[str, Any]:
-    return _budget_document(wallet, wallets.set_budget(request.app.state.redis, wallet))
+    client = request.app.state.redis
+    return _budget_document(client, wallet, wallets.set_budget(client, wallet))
 
 
 @router.patch("/{wallet:wallet}/budget", response_model=BudgetDocument,
@@ -99,12 +102,16 @@ def patch_budget(request: Request, wallet: WritableWallet, change: BudgetChange
         given["alert_thresholds"] = tuple(given["alert_thresholds"])
     if "soft" in given:
         given["soft"] = bool(given["soft"])  # null: back to hard caps
+    low_balance = given.pop("low_balance", UNCHANGED)
+    client = request.app.state.redis
     try:
-        budget = wallets.set_budget(request.app.state.redis, wallet, **given)
+        budget = wallets.set_budget(client, wallet, **given)
     except InvalidInput as exc:
         field = "member_daily_cap" if "member" in str(exc) else "budget"
         raise invalid(field, str(exc)) from None
-    return _budget_document(wallet, budget)
+    if low_balance is not UNCHANGED:
+        set_low_balance(client, wallet, low_balance)
+    return _budget_document(client, wallet, budget)
 
 
 @router.get("/{wallet:wallet}", response_model=WalletView, responses=_READ_ERRORS,
