@@ -64,9 +64,10 @@ def _iso(ms: int) -> str:
 
 
 def _requests_in_hour(hour: int) -> int:
-    """A daily rhythm (busy afternoons, quiet nights) and a busier week three weeks ago."""
+    """A daily rhythm (busy afternoons, quiet nights), twice as busy in the last five days:
+    the busiest day's requests are within the usage store's raw retention (7 days)."""
     rhythm = 3 + 3 * math.sin((hour % 24 - 8) / 24 * 2 * math.pi)
-    return round(rhythm * (2 if 14 * 24 <= hour < 21 * 24 else 1))
+    return round(rhythm * (2 if hour >= (DAYS - 5) * 24 else 1))
 
 
 def seed(redis_url: str) -> DashboardData:
