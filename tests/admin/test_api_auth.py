@@ -14,13 +14,15 @@ from kong_credits.keys import WALLET_TOKENS_KEY
 pytestmark = pytest.mark.timeout(60)
 
 READS = ["/v1/wallets/{w}", "/v1/wallets/{w}/ledger", "/v1/wallets/{w}/alerts",
-         "/v1/wallets/{w}/budget", "/v1/wallets/{w}/grants"]
+         "/v1/wallets/{w}/budget", "/v1/wallets/{w}/grants", "/v1/wallets/{w}/plan"]
 WRITES = [("POST", "/v1/wallets/{w}/grants", {"amount": 5}),
           ("PATCH", "/v1/wallets/{w}/budget", {"daily_cap": 5}),
           ("POST", "/v1/wallets/{w}/tokens", None),
           ("GET", "/v1/wallets/{w}/tokens", None),
           ("DELETE", "/v1/wallets/{w}/tokens/abc", None),
-          ("DELETE", "/v1/wallets/{w}/grants/g1", None)]
+          ("DELETE", "/v1/wallets/{w}/grants/g1", None),
+          ("PUT", "/v1/wallets/{w}/plan", {"allowance": 5, "every": "day"}),
+          ("DELETE", "/v1/wallets/{w}/plan", None)]
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,9 @@ def test_openapi_is_valid_3_1_and_documents_every_endpoint_and_error(client):
                          ("/v1/wallets/{wallet}/tokens/{token_id}", "delete"),
                          ("/v1/wallets/{wallet}/grants/{grant_id}", "delete"),
                          ("/v1/webhooks/stripe", "post"), ("/v1/prices", "get"),
+                         ("/v1/wallets/{wallet}/plan", "get"),
+                         ("/v1/wallets/{wallet}/plan", "put"),
+                         ("/v1/wallets/{wallet}/plan", "delete"),
                          ("/healthz", "get"), ("/metrics", "get")]:
         operation = paths[path][method]
         errors = {code: r for code, r in operation["responses"].items() if code[0] in "45"}
