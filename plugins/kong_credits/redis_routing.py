@@ -29,7 +29,17 @@ from typing import Any, Protocol, TypeAlias
 from redis import exceptions as errors
 from redis.crc import key_slot
 
-from .redis_lane import Arg, NoReplicasError, RedisLane, Reply, _encode, _Lua, command, wait_command
+from .redis_lane import (
+    Arg,
+    LaneCounts,
+    NoReplicasError,
+    RedisLane,
+    Reply,
+    _encode,
+    _Lua,
+    command,
+    wait_command,
+)
 from .redis_url import RedisLocation, parse_redis_url
 
 __all__ = ["ClusterLane", "Lane", "SentinelLane", "lane_from_url", "slot_of"]
@@ -75,9 +85,14 @@ class _Routed:
     refresh of where Redis is that runs once at a time and at most once per
     `refresh_interval_s` (while a node is down every call fails, and must not each ask)."""
 
+    _refresh_kind = "where"  # its name in LaneCounts.refreshes
+
     def __init__(self, *, timeout_s: float, refresh_interval_s: float,
-                 **node_options: Any) -> None:
-        self._node_options: dict[str, Any] = {"timeout_s": timeout_s, **node_options}
+                 counts: LaneCounts | None = None, **node_options: Any) -> None:
+        self.counts = counts or LaneCounts()
+        """Shared with every node's RedisLane: reconnects, redirections, refreshes."""
+        self._node_options: dict[str, Any] = {"timeout_s": timeout_s, "counts": self.counts,
+                                              **node_options}
         self._budget_s = 2 * timeout_s
         self._reply_s = timeout_s / 2  # left for the reply of a call resent
         self._refresh_interval_s = refresh_interval_s
@@ -116,6 +131,8 @@ class _Routed:
             self._last_error = str(exc)
         finally:
             self.refreshes += 1
+            refreshes = self.counts.refreshes
+            refreshes[self._refresh_kind] = refreshes.get(self._refresh_kind, 0) + 1
             self._refreshed_at = time.monotonic()
             self._refreshing = None
 
@@ -165,8 +182,11 @@ class ClusterLane(_Routed):
                     answers (masters, then the other known nodes, then the seeds) and the
                     error raised; masters no longer in the map are dropped
 
-    `redirections` and `refreshes` count MOVED/ASK answers and slot-map refreshes.
+    `redirections` and `refreshes` count MOVED/ASK answers and slot-map refreshes (and
+    `counts`, for metrics, with the reconnects of every node).
     """
+
+    _refresh_kind = "slot_map"
 
     def __init__(self, seeds: Sequence[Address], *, timeout_s: float = 0.25,
                  refresh_interval_s: float = 0.1, **node_options: Any) -> None:
@@ -234,9 +254,11 @@ class ClusterLane(_Routed):
                 host, port = error.node_addr
                 target = self._master((host or node.address[0], port))
                 if isinstance(error, errors.MovedError):
+                    self.counts.moved += 1
                     self._owners[slot], asking = target, None
                     self._refresh_soon()
                 else:
+                    self.counts.asked += 1
                     asking = target
             elif isinstance(error, errors.TryAgainError | errors.ClusterDownError):
                 self._last_error = str(error)
@@ -332,6 +354,8 @@ class SentinelLane(_Routed):
     READONLY, NOREPLICAS and NOSCRIPT are resent until the deadline (the call did not run);
     a lost or late call is raised once Sentinel was asked.
     """
+
+    _refresh_kind = "sentinel"
 
     def __init__(self, sentinels: Sequence[Address], master: str, *,
                  sentinel_password: str | None = None, timeout_s: float = 0.25,
