@@ -21,6 +21,7 @@ refused by on_redis_error yet charged).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,6 +79,11 @@ def slot_of(key: Arg) -> int:
     """The cluster slot of a key: CRC16 of its hash tag (`{s7}`), or of the whole key."""
     return key_slot(key.encode() if isinstance(key, str) else
                     key if isinstance(key, bytes) else b"%d" % key)
+
+
+_cached_slot_of = functools.lru_cache(maxsize=65_536)(slot_of)
+"""slot_of for the hot path: a call's first key is its wallet's state key, and hot wallets
+repeat (~0.1 µs instead of ~0.5)."""
 
 
 class _Routed:
@@ -207,10 +213,28 @@ class ClusterLane(_Routed):
 
     async def evalsha(self, script: _Lua, keys: Sequence[Arg] = (),
                       args: Sequence[Arg] = ()) -> Reply:
-        """EVALSHA on the master of the first key's slot (keyless: slot 0's)."""
+        """EVALSHA on the master of the first key's slot (keyless: slot 0's).
+
+        The steady state (the slot's master known, the call answered) is this coroutine
+        alone, as RedisLane.evalsha: `_route`'s fast path, inlined."""
         payload = _encode(("EVALSHA", script.sha, len(keys), *keys, *args))
-        return await self._route(script, keys, lambda node, asking: (
-            node.send_asking(payload) if asking else node.send(payload)))
+        slot = _cached_slot_of(keys[0]) if keys else 0
+        node = self._owners[slot]
+        if node is not None:
+            started = time.monotonic()
+            try:
+                return await node.send(payload)
+            except (errors.ResponseError, *_LOST) as exc:
+                error: errors.RedisError | None = exc
+        else:
+            started, error = time.monotonic(), None
+        return await self._within(started + self._budget_s, lambda: self._follow(
+            script, self._send_packed(payload), slot, node, error, started + self._budget_s))
+
+    @staticmethod
+    def _send_packed(payload: bytes) -> _Send:
+        return lambda node, asking: (
+            node.send_asking(payload) if asking else node.send(payload))
 
     async def evalsha_then_wait(self, script: _Lua, keys: Sequence[Arg] = (),
                                 args: Sequence[Arg] = (), *, replicas: int,
@@ -224,7 +248,7 @@ class ClusterLane(_Routed):
             node.send_then_wait(payload, wait, asking=asking)))
 
     async def _route(self, script: _Lua, keys: Sequence[Arg], send: _Send) -> Any:
-        slot = slot_of(keys[0]) if keys else 0
+        slot = _cached_slot_of(keys[0]) if keys else 0
         started = time.monotonic()
         node = self._owners[slot]
         error: errors.RedisError | None = None
