@@ -204,6 +204,20 @@ def test_every_process_refuses_an_unusable_setting_with_exit_2(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("plugins", [[], ["-d", str(Path(__file__).parents[1] / "plugins")]],
+                         ids=["built-in", "plugins-directory"])
+def test_python_m_pluginserver_refuses_an_unusable_setting_with_exit_2(
+        plugins: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, keys.SHARDS_ENV: "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "kong_credits.pluginserver", "-p", str(tmp_path), *plugins],
+        env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("Error: KONG_CREDITS_SHARDS must be a whole number from 1 to 16384, "
+                           "not '0'\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("masters", [3, 6])
 def test_the_split_is_what_redis_cli_assigns(masters: int) -> None:

@@ -40,11 +40,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .forwarder.metrics import redis_error_kind, serve_registry
 from .redis_lane import LaneCounts
 from .replica_wait import WAITS
 
-__all__ = ["METRICS", "PluginServerMetrics", "Snapshot", "WorkerSums"]
+__all__ = ["METRICS", "PluginServerMetrics", "Snapshot", "WorkerSums", "serve"]
 
 REDIS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PUBLISH_INTERVAL_S = 1.0
@@ -111,6 +110,8 @@ class PluginServerMetrics(Collector):
         if isinstance(exc, builtins.TimeoutError):  # asyncio.timeout: the bound is spent
             kind = "timeout"
         else:
+            from .forwarder.metrics import redis_error_kind  # see serve()
+
             kind = redis_error_kind(exc) if isinstance(exc, Exception) else "other"
         self._redis_errors[kind] = self._redis_errors.get(kind, 0) + 1
 
@@ -139,7 +140,7 @@ class PluginServerMetrics(Collector):
 
     def serve(self, port: int, host: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
         """Serve /metrics on host:port in a daemon thread; returns the port and a stop."""
-        return serve_registry(self.registry, port, host)
+        return serve(self.registry, port, host)
 
     def publish(self, directory: str, interval_s: float = PUBLISH_INTERVAL_S) -> None:
         """In a worker process: write `snapshot()` to `directory/<pid>.json` now and every
@@ -248,6 +249,16 @@ class WorkerSums(Collector):
                 snap["in_flight"] = 0
             snapshots.append(snap)
         return families(merge(snapshots))
+
+
+def serve(registry: CollectorRegistry, port: int,
+          host: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
+    """The forwarder's serve_registry, imported only when used: the forwarder package
+    (~0.15 s to import) is not the plugin server's, and importing it reads the deployment's
+    settings (keys.py) before the plugin server could report a bad one cleanly."""
+    from .forwarder.metrics import serve_registry
+
+    return serve_registry(registry, port, host)
 
 
 def _alive(pid: int) -> bool:

@@ -14,8 +14,8 @@ import click
 from prometheus_client import CollectorRegistry
 
 from .. import __version__
-from ..forwarder.metrics import serve_registry
-from ..pluginserver_metrics import METRICS, WorkerSums
+from ..errors import InvalidSetting
+from ..pluginserver_metrics import METRICS, WorkerSums, serve
 from .errors import PluginLoadError, PluginServerError
 from .loader import load_plugins
 from .rpc import PluginServer
@@ -177,6 +177,8 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         try:
             plugins = load_plugins(directories, modules)
         except PluginLoadError as exc:
+            if isinstance(exc.__cause__, InvalidSetting):  # $KONG_CREDITS_SHARDS
+                raise _UnusableSetting(str(exc.__cause__)) from None
             raise click.ClickException(str(exc)) from exc
         if dump_all:
             if first is not None:
@@ -218,6 +220,12 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
     return pluginserver
 
 
+class _UnusableSetting(click.ClickException):
+    """One line and exit 2, as launch.py answers an unusable setting for every command."""
+
+    exit_code = 2
+
+
 def _serve_metrics(port: int, host: str, published: str | None) -> None:
     """/metrics of this process's METRICS, or with workers the sum of what they publish."""
     if published is None:
@@ -226,7 +234,7 @@ def _serve_metrics(port: int, host: str, published: str | None) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkerSums(published))
     try:
-        bound, _stop = serve_registry(registry, port, host)
+        bound, _stop = serve(registry, port, host)
     except OSError as exc:
         raise click.ClickException(f"can't serve metrics on {host}:{port}: {exc}") from exc
     logging.getLogger("kong_credits.pluginserver").info(
