@@ -63,7 +63,7 @@ def test_the_installed_demo_runs_from_any_directory(installed, tmp_path):
                           cwd=where, env=_env(installed, tmp_path / "tmp"),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "15 requests: 8 x 200, 1 x 401, 3 x 402, 3 x 429" in done.stdout
+    assert "20 requests: 12 x 200, 1 x 401, 4 x 402, 3 x 429" in done.stdout
     assert "/generate  20 held, then the X-Units-Used header" in done.stdout
     assert list(where.iterdir()) == []
     assert list((tmp_path / "tmp").iterdir()) == []
