@@ -99,7 +99,7 @@ def main() -> None:
         env = {**os.environ, "KONG_CREDITS_ADMIN_TOKEN": TOKEN}
         with Path(tmp, "admin.log").open("wb") as log:
             admin = subprocess.Popen(
-                [sys.executable, "-c", "from kong_credits.cli import main; main()", "admin",
+                [sys.executable, "-c", "from kong_credits.launch import main; main()", "admin",
                  "--listen", f"127.0.0.1:{port}", "--redis-url", server.url, "--log-level",
                  "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"

@@ -15,7 +15,7 @@ import httpx
 
 ADMIN_TOKEN = "admin-test-token-0123456789abcdef"
 SECOND_ADMIN_TOKEN = "second-admin-token-fedcba9876543210"
-_CLI = "from kong_credits.cli import main; main()"
+_CLI = "from kong_credits.launch import main; main()"
 
 
 def free_port() -> int:
