@@ -2,7 +2,7 @@
 
 One template per step, written once for both databases: `{text}` becomes `TEXT` on SQLite and
 `TEXT COLLATE "C"` on PostgreSQL (byte order, as SQLite compares, so the `team/` prefix
-range of `--members` means the same on both), `{int}` becomes `INTEGER` / `BIGINT`. A store
+range of `--members` means the same on both) and `{int}` becomes `INTEGER` / `BIGINT`. A store
 records the last step applied in `usage_schema_version`; a store written by a newer version
 is refused, an older one is upgraded, never dropped.
 

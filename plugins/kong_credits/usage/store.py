@@ -4,9 +4,10 @@
     sqlite:////absolute/usage.db    SQLite file by absolute path (SQLAlchemy's convention)
     postgresql://user:pass@host:port/db   PostgreSQL (psycopg 3); several writers and readers
 
-Both run the same SQL (schema.py); what differs is stated in the two small subclasses below:
-how a write transaction starts, how a row is addressed for batched deletes, and the
-placeholder style. Exactly once: `ingest` inserts raw events with `ON CONFLICT (event_id) DO
+Both have the same schema (schema.py) and answer the same queries (query.py); what differs is
+stated in the two small subclasses below: how a write transaction starts, the placeholder
+style, and how a batch of rows goes in (SQLite: multi-row VALUES; PostgreSQL: COPY into a
+temporary twin of the table, then the same INSERT ... ON CONFLICT from it). Exactly once: `ingest` inserts raw events with `ON CONFLICT (event_id) DO
 NOTHING RETURNING event_id` and adds to the rollups only the events that insert returned, in
 the same transaction; an event delivered twice (a forwarder killed before XACK, two
 forwarders, a replayed dead letter) returns nothing the second time.
@@ -38,9 +39,13 @@ DEFAULT_USAGE_URL = "sqlite:///kong-credits-usage.db"
 _ROWS_PER_STATEMENT = 500
 """At most 12 x 500 placeholders per statement: below SQLite's 32,766 and PostgreSQL's 65,535."""
 _DIMS = ("consumer", "route", "service", "method")
+_ROLLUP_KEY = "wallet, start, " + ", ".join(_DIMS)
 _LEVEL_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 _EVENT_COLUMNS = ("event_id", "ts_ms", "wallet", "consumer", "route", "service", "method",
                   "path", "cost", "reserved", "status", "ingested_ms")
+_SQLITE_CACHE_KIB = 262_144
+"""Page cache per connection (256 MiB at most, allocated as used): the rollups' primary keys
+start with the wallet, so a batch touches pages all over them."""
 _MIGRATION_LOCK = 7_415_626_531
 """PostgreSQL advisory lock id: two processes starting at once migrate one after the other."""
 
@@ -84,8 +89,6 @@ class Store:
     forwarder's thread, an API may read from others."""
 
     dialect: str
-    _row_address: str
-    """How a DELETE addresses the rows its sub-select picked (a batch of at most N)."""
 
     def __init__(self, connection: Any, masked_url: str) -> None:
         self.connection = connection
@@ -178,15 +181,12 @@ class Store:
             return 0
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         with self._guard(), self._write() as cursor:
-            fresh: list[RatedEvent] = []
             by_id = {event.event_id: event for event in unique}
-            for chunk in _chunks(unique):
-                params = [value for event in chunk for value in _event_row(event, now_ms)]
-                cursor.execute(self._sql(
-                    f"INSERT INTO usage_events ({','.join(_EVENT_COLUMNS)}) VALUES "
-                    f"{_values(len(chunk), len(_EVENT_COLUMNS))} "
-                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"), params)
-                fresh.extend(by_id[row[0]] for row in cursor.fetchall())
+            inserted = self._insert(
+                cursor, "usage_events", _EVENT_COLUMNS,
+                [_event_row(event, now_ms) for event in unique],
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+            fresh = [by_id[row[0]] for row in inserted]
             for level, table in ROLLUP_TABLES.items():
                 self._add_to_rollup(cursor, table, _rollup(fresh, _LEVEL_SECONDS[level]),
                                     with_month=level == "day")
@@ -198,21 +198,27 @@ class Store:
         order, so they wait for each other instead of deadlocking)."""
         columns = ["wallet", "start", *_DIMS, *(["month"] if with_month else []),
                    "requests", "credits", "reserved"]
-        keys = sorted(totals)
-        for chunk in _chunks(keys):
-            params: list[Any] = []
-            for key in chunk:
-                params.extend(key)
-                if with_month:
-                    params.append(month_start_s(key[1]))
-                params.extend(totals[key])
-            cursor.execute(self._sql(
+        rows = [(*key, *([month_start_s(key[1])] if with_month else []), *totals[key])
+                for key in sorted(totals)]
+        self._insert(cursor, table, columns, rows,
+                     f"ON CONFLICT (wallet, start, {','.join(_DIMS)}) DO UPDATE SET "
+                     f"requests = {table}.requests + excluded.requests, "
+                     f"credits = {table}.credits + excluded.credits, "
+                     f"reserved = {table}.reserved + excluded.reserved")
+
+    def _insert(self, cursor: Any, table: str, columns: Sequence[str],
+                rows: Sequence[tuple[Any, ...]], conflict: str) -> list[tuple[Any, ...]]:
+        """INSERT `rows` with the `conflict` clause (and RETURNING); rows returned. SQLite:
+        multi-row VALUES, 500 rows per statement."""
+        returned: list[tuple[Any, ...]] = []
+        for chunk in _chunks(rows):
+            cursor.execute(
                 f"INSERT INTO {table} ({','.join(columns)}) VALUES "
-                f"{_values(len(chunk), len(columns))} "
-                f"ON CONFLICT (wallet, start, {','.join(_DIMS)}) DO UPDATE SET "
-                f"requests = {table}.requests + excluded.requests, "
-                f"credits = {table}.credits + excluded.credits, "
-                f"reserved = {table}.reserved + excluded.reserved"), params)
+                f"{_values(len(chunk), len(columns))} {conflict}",
+                [value for row in chunk for value in row])
+            if "RETURNING" in conflict:
+                returned.extend(cursor.fetchall())
+        return returned
 
     # -- retention ---------------------------------------------------------------------------
     def prune(self, retention: Retention, *, now_ms: int, batch_rows: int = 1000
@@ -227,21 +233,18 @@ class Store:
                 continue
             cutoff_ms = now_ms - keep_ms
             if level == "raw":
-                table, where = "usage_events", "ts_ms < ? AND ingested_ms < ?"
+                table, key, where = "usage_events", "event_id", "ts_ms < ? AND ingested_ms < ?"
                 params: list[Any] = [cutoff_ms, cutoff_ms]
             else:
-                table, where = ROLLUP_TABLES[level], "start < ?"
+                table, key, where = ROLLUP_TABLES[level], _ROLLUP_KEY, "start < ?"
                 # a bucket goes once all of it is older than the cutoff
                 params = [cutoff_ms // 1000 - _LEVEL_SECONDS[level] + 1]
             with self._guard(), self._write() as cursor:
-                cursor.execute(self._sql(self._delete_batch(table, where)),
-                               [*params, batch_rows])
+                cursor.execute(self._sql(
+                    f"DELETE FROM {table} WHERE ({key}) IN "
+                    f"(SELECT {key} FROM {table} WHERE {where} LIMIT ?)"), [*params, batch_rows])
                 deleted[level] = max(cursor.rowcount, 0)
         return deleted
-
-    def _delete_batch(self, table: str, where: str) -> str:
-        return (f"DELETE FROM {table} WHERE {self._row_address} IN "
-                f"(SELECT {self._row_address} FROM {table} WHERE {where} LIMIT ?)")
 
 
 def _event_row(event: RatedEvent, now_ms: int) -> tuple[Any, ...]:
@@ -271,13 +274,13 @@ class SQLiteStore(Store):
     (synchronous=FULL), so an event acknowledged to Redis is on disk."""
 
     dialect = "sqlite"
-    _row_address = "rowid"
 
     def __init__(self, path: str, masked_url: str) -> None:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                      timeout=30)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
         super().__init__(connection, masked_url)
 
     @contextlib.contextmanager
@@ -301,7 +304,6 @@ class PostgresStore(Store):
     a reader never leaves a transaction open."""
 
     dialect = "postgresql"
-    _row_address = "ctid"
 
     def __init__(self, url: str, masked_url: str) -> None:
         import psycopg
@@ -312,6 +314,8 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(f"cannot open usage store {masked_url}: "
                              f"{_without(str(exc), url)}") from None
+        self._staging: set[str] = set()
+        """Temporary tables of this connection (see _insert)."""
         super().__init__(connection, masked_url)
 
     def _sql(self, sql: str) -> str:
@@ -319,15 +323,35 @@ class PostgresStore(Store):
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
+        """A transaction; the staging tables it created are known to exist once it commits."""
+        self._staging_pending: set[str] = set()
         with self.connection.transaction(), self.connection.cursor() as cursor:
             yield cursor
+        self._staging |= self._staging_pending
 
     def _lock_for_migration(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
-    def _delete_batch(self, table: str, where: str) -> str:
-        return (f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                f"SELECT ctid FROM {table} WHERE {where} LIMIT ?))")
+    def _insert(self, cursor: Any, table: str, columns: Sequence[str],
+                rows: Sequence[tuple[Any, ...]], conflict: str) -> list[tuple[Any, ...]]:
+        """COPY the rows into a temporary twin of `table` (emptied at each commit), then one
+        INSERT ... SELECT with the conflict clause, in primary key order. COPY is the fast
+        way in: a VALUES list of thousands of placeholders, or arrays of them, costs more to
+        build on the client than the insert costs the server."""
+        if not rows:
+            return []
+        staging, names = f"incoming_{table}", ",".join(columns)
+        if staging not in self._staging:
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+                           f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            self._staging_pending.add(staging)
+        with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        order = "event_id" if table == "usage_events" else _ROLLUP_KEY
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
+                       f"ORDER BY {order} {conflict}")
+        return list(cursor.fetchall()) if "RETURNING" in conflict else []
 
     def _errors(self) -> tuple[type[Exception], ...]:
         return (self._psycopg.Error,)

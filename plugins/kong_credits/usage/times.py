@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from ..errors import InvalidInput
 
@@ -59,6 +60,7 @@ def bucket_start(moment: datetime, bucket: str) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+@lru_cache(maxsize=4096)
 def month_start_s(epoch_s: int) -> int:
     """The first second of the calendar month holding `epoch_s` (UTC)."""
     moment = datetime.fromtimestamp(epoch_s, tz=UTC)
