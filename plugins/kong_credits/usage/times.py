@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from ..errors import InvalidInput
 
-__all__ = ["BUCKETS", "bucket_start", "iso_z", "parse_time", "to_datetime"]
+__all__ = ["BUCKETS", "bucket_start", "iso_z", "month_start_s", "parse_time", "to_datetime"]
 
 BUCKETS = ("minute", "hour", "day", "month")
 _SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
