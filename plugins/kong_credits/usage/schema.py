@@ -60,7 +60,9 @@ MIGRATIONS: list[list[str]] = [
             status {int},
             ingested_ms {int} NOT NULL)""",
         "CREATE INDEX usage_events_wallet_ts ON usage_events (wallet, ts_ms)",
-        "CREATE INDEX usage_events_ts ON usage_events (ts_ms)",
+        # pruning walks events in the order they were written: a backfill of old events is
+        # not rescanned on every pass until its rows are old enough to go
+        "CREATE INDEX usage_events_ingested ON usage_events (ingested_ms)",
         *_rollup("usage_minute"),
         *_rollup("usage_hour"),
         *_rollup("usage_day", "\n            month {int} NOT NULL,"),

@@ -238,7 +238,7 @@ class Store:
                 continue
             cutoff_ms = now_ms - keep_ms
             if level == "raw":
-                table, key, where = "usage_events", "event_id", "ts_ms < ? AND ingested_ms < ?"
+                table, key, where = "usage_events", "event_id", "ingested_ms < ? AND ts_ms < ?"
                 params: list[Any] = [cutoff_ms, cutoff_ms]
             else:
                 table, key, where = ROLLUP_TABLES[level], _ROLLUP_KEY, "start < ?"
