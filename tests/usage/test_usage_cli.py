@@ -120,3 +120,16 @@ def test_concurrent_writers_with_overlapping_batches_count_each_event_once(
         [(requests, credits)] = store.rows(
             f"SELECT CAST(SUM(requests) AS BIGINT), CAST(SUM(credits) AS BIGINT) FROM {table}")
         assert (int(requests), int(credits)) == (2000, sum(n % 5 for n in range(2000)))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--retention", "raw=7y"], "retention span"),
+    (["--retention", "week=7d"], "LEVEL=SPAN"),
+    (["--store", "mysql://u:hunter2@h/db"], "must start with"),
+])
+def test_the_usage_forwarder_refuses_bad_options_with_exit_2(args: list[str],
+                                                             message: str) -> None:
+    result = CliRunner().invoke(main, ["forwarder", "--sink", "usage", "--drain", *args,
+                                       "--redis-url", "redis://127.0.0.1:1/0"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "hunter2" not in result.output
