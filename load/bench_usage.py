@@ -221,6 +221,8 @@ def main() -> None:
                         help="events over 30 days for the query benchmark")
     parser.add_argument("--ingest-events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=2, help="ingest rounds")
+    parser.add_argument("--stores", default="SQLite,PostgreSQL",
+                        help="which stores the query benchmark fills")
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
     args = parser.parse_args()
@@ -239,6 +241,8 @@ def main() -> None:
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         for kind, url in (("SQLite", f"sqlite:///{workdir}/month.db"),
                           ("PostgreSQL", postgres.new_database())):
+            if kind not in args.stores.split(","):
+                continue
             with open_store(url, create=True) as store:
                 print(f"## {kind}: {args.events:,} events over 30 days, 1,000 wallets",
                       flush=True)

@@ -2,7 +2,10 @@
 
 One template per step, written once for both databases: `{text}` becomes `TEXT` on SQLite and
 `TEXT COLLATE "C"` on PostgreSQL (byte order, as SQLite compares, so the `team/` prefix
-range of `--members` means the same on both) and `{int}` becomes `INTEGER` / `BIGINT`. A store
+range of `--members` means the same on both), `{int}` becomes `INTEGER` / `BIGINT`, and
+`{clustered}` stores a SQLite rollup table in its primary key's order (WITHOUT ROWID): a
+wallet's series is then one range of one b-tree, not an index range plus a row lookup per
+bucket (PostgreSQL keeps rows in a heap either way). A store
 records the last step applied in `usage_schema_version`; a store written by a newer version
 is refused, an older one is upgraded, never dropped.
 
@@ -19,8 +22,8 @@ from __future__ import annotations
 __all__ = ["MIGRATIONS", "ROLLUP_TABLES", "SCHEMA_VERSION", "TYPES"]
 
 TYPES = {
-    "sqlite": {"text": "TEXT", "int": "INTEGER"},
-    "postgresql": {"text": 'TEXT COLLATE "C"', "int": "BIGINT"},
+    "sqlite": {"text": "TEXT", "int": "INTEGER", "clustered": " WITHOUT ROWID"},
+    "postgresql": {"text": 'TEXT COLLATE "C"', "int": "BIGINT", "clustered": ""},
 }
 
 ROLLUP_TABLES = {"minute": "usage_minute", "hour": "usage_hour", "day": "usage_day"}
@@ -38,7 +41,7 @@ def _rollup(table: str, extra: str = "") -> list[str]:
             requests {{int}} NOT NULL,
             credits {{int}} NOT NULL,
             reserved {{int}} NOT NULL,
-            PRIMARY KEY (wallet, start, consumer, route, service, method))""",
+            PRIMARY KEY (wallet, start, consumer, route, service, method)){{clustered}}""",
         f"CREATE INDEX {table}_start ON {table} (start)",
     ]
 
