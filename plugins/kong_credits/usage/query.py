@@ -104,13 +104,14 @@ def usage_report(store: Store, *, wallet: str | None = None, members: bool = Fal
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
+    keys = ("start", *dims, "requests", "credits")
+    starts: dict[int, str] = {}  # a bucket's start appears on many rows: format it once
     rows = []
-    for record in store.rows(sql, params):
-        row: dict[str, Any] = {"start": iso_z(int(record[0]))}
-        row.update(zip(dims, record[1:1 + len(dims)], strict=True))
-        row["requests"] = int(record[-2])
-        row["credits"] = int(record[-1])
-        rows.append(row)
+    for start, *rest in store.rows(sql, params):
+        text = starts.get(start)
+        if text is None:
+            text = starts[start] = iso_z(int(start))
+        rows.append(dict(zip(keys, (text, *rest), strict=True)))
     return {"bucket": bucket, "since": iso_z(first), "until": iso_z(end), "rows": rows}
 
 
