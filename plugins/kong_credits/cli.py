@@ -260,8 +260,10 @@ def _register_subcommands() -> None:
     from .forwarder.alerts_cli import alerts_command
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
+    from .payments.replay_cli import stripe_command
     from .pluginserver.command import pluginserver_command
     from .usage.cli import usage_command
+    from .void_cli import void_command
 
     main.add_command(pluginserver_command)
     main.add_command(host_command)
@@ -269,6 +271,8 @@ def _register_subcommands() -> None:
     main.add_command(dlq_command)
     main.add_command(alerts_command)
     main.add_command(usage_command)
+    main.add_command(void_command)
+    main.add_command(stripe_command)
 
 
 _register_subcommands()

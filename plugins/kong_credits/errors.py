@@ -2,6 +2,7 @@
 
     CreditsError                  base of everything raised on purpose
     +-- InvalidInput              a value a user gave is unusable (bad amount, wallet, date)
+    +-- GrantNotFound             the wallet has no grant of that id (void)
     +-- RedisUnavailable          Redis could not be reached or answered too late
     +-- ShardsMismatch            Redis records another shard count than this process's
 
@@ -10,7 +11,7 @@ Refusals (402, 429) are not exceptions: they are `Decision` values.
 
 from __future__ import annotations
 
-__all__ = ["CreditsError", "InvalidInput", "RedisUnavailable", "ShardsMismatch"]
+__all__ = ["CreditsError", "GrantNotFound", "InvalidInput", "RedisUnavailable", "ShardsMismatch"]
 
 
 class CreditsError(Exception):
@@ -19,6 +20,10 @@ class CreditsError(Exception):
 
 class InvalidInput(CreditsError, ValueError):
     """A user-supplied value is invalid; the message says which and why."""
+
+
+class GrantNotFound(CreditsError, LookupError):
+    """The wallet holds no grant of that id: nothing was changed."""
 
 
 class RedisUnavailable(CreditsError):

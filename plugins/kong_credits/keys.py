@@ -31,7 +31,8 @@ from .errors import InvalidInput
 __all__ = ["DEFAULT_SHARDS", "MAX_SHARDS", "PREFIX", "SHARDS", "SHARDS_ENV", "SHARDS_KEY",
            "SLOTS", "WalletKeys", "alert_stream", "alert_streams", "dead_letter_stream",
            "dead_letter_streams", "event_stream", "event_streams", "parent_of",
-           "parse_shards", "shard_of", "shard_of_stream", "shard_tags"]
+           "parse_shards", "shard_of", "shard_of_stream", "shard_tags", "stripe_ignored_event",
+           "stripe_payment", "stripe_refunds"]
 
 PREFIX = "kc"
 SHARDS_ENV = "KONG_CREDITS_SHARDS"
@@ -209,6 +210,17 @@ class WalletKeys:
         return f"{self._base}:expiry"
 
     @property
+    def voids(self) -> str:
+        """HASH grant id -> credits voided from that grant so far, shortfall included."""
+        return f"{self._base}:voids"
+
+    @property
+    def void_replies(self) -> str:
+        """HASH "<grant id>|<void key>" -> the void's reply, so a retried void changes
+        nothing (grant ids and void keys hold no `|`, names.py)."""
+        return f"{self._base}:void_replies"
+
+    @property
     def ledger(self) -> str:
         """STREAM of the wallet's recent grants, charges, refunds and expiries (capped)."""
         return f"{self._base}:ledger"
@@ -253,6 +265,23 @@ class WalletKeys:
         one route or service (`scope`, its id) or on all of them (scope ""). The scope holds
         no `:` (engine.py checks), so the consumer id, last, can never alias another key."""
         return f"{_tag(self.shard)}:rl:{period_s}:{scope}:{consumer}"
+
+
+def stripe_payment(payment_intent: str) -> str:
+    """STRING: JSON {wallet, grant_id, credits} of the grant a Stripe payment intent paid for,
+    so a refund of that payment finds the grant to void (payments/)."""
+    return f"{PREFIX}:stripe:pi:{payment_intent}"
+
+
+def stripe_refunds(payment_intent: str) -> str:
+    """HASH "<charge id>:<amount refunded>" -> charge amount: every refund Stripe reported
+    for a payment intent, kept so a refund that arrives before its grant is applied then."""
+    return f"{PREFIX}:stripe:refunds:{payment_intent}"
+
+
+def stripe_ignored_event(event_id: str) -> str:
+    """STRING with a TTL: this ignored Stripe event was logged and counted already."""
+    return f"{PREFIX}:stripe:ignored:{event_id}"
 
 
 _SHARD_OF_STREAM = {name: shard for shard in range(SHARDS)

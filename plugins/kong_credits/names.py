@@ -14,7 +14,7 @@ from functools import lru_cache
 from .errors import InvalidInput
 
 __all__ = ["GRANT_ID_CHARACTERS", "MAX_NAME_LENGTH", "parse_grant_id", "parse_request_id",
-           "parse_wallet"]
+           "parse_void_key", "parse_wallet"]
 
 MAX_NAME_LENGTH = 200
 GRANT_ID_CHARACTERS = "A-Z a-z 0-9 _ - . : @ /"
@@ -50,6 +50,15 @@ def parse_grant_id(grant_id: str) -> str:
         raise InvalidInput(f"grant id must be 1..200 characters of {GRANT_ID_CHARACTERS}, "
                            f"not {grant_id!r}")
     return grant_id
+
+
+def parse_void_key(void_key: str) -> str:
+    """A void's idempotency key: the grant id's rule, so `<grant id>|<void key>` (the field
+    of its kept reply, keys.py) cannot be read two ways."""
+    if not isinstance(void_key, str) or not _GRANT_ID.fullmatch(void_key):
+        raise InvalidInput(f"void key must be 1..200 characters of {GRANT_ID_CHARACTERS}, "
+                           f"not {void_key!r}")
+    return void_key
 
 
 def parse_request_id(request_id: str) -> str:

@@ -17,9 +17,10 @@ from .errors import InvalidInput
 from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
 from .names import parse_grant_id, parse_wallet
+from .voids import Void, void_grant
 
-__all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "WalletView", "balance",
-           "burn_rate", "grant", "ledger", "parse_wallet", "set_budget"]
+__all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "Void", "WalletView", "balance",
+           "burn_rate", "grant", "ledger", "parse_wallet", "set_budget", "void_grant"]
 
 DEFAULT_PRIORITY = 100
 DEFAULT_THRESHOLDS = (50, 75, 90, 100)
@@ -69,6 +70,7 @@ class Grant:
     expires_at: str | None
     created_at: str | None
     status: str  # live | exhausted | expired
+    voided: int = 0  # credits voided from it (void_grant), shortfall included
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +169,13 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
     pipe.hgetall(keys.state)
     pipe.hgetall(keys.grants)
     pipe.hgetall(keys.remaining)
-    *read, state, records, remaining = pipe.execute()
+    pipe.hgetall(keys.voids)
+    *read, state, records, remaining, voids = pipe.execute()
     server_time = client.time() if cluster else read[0]
     now_ms = server_time[0] * 1000 + server_time[1] // 1000
     state = {_text(k): _text(v) for k, v in state.items()}
-    left_by_id = {_text(k): int(v) for k, v in remaining.items()}
+    left_by_id = {_text(k): max(int(v), 0) for k, v in remaining.items()}
+    voided_by_id = {_text(k): int(v) for k, v in voids.items()}
     grants = []
     live_total = 0
     for raw_id, raw in records.items():
@@ -189,7 +193,7 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
         grants.append(Grant(
             id=gid, amount=record["amount"], remaining=left, priority=record["priority"],
             expires_at=_iso(expires), created_at=_iso(record.get("created_at_ms")),
-            status=status,
+            status=status, voided=voided_by_id.get(gid, 0),
         ))
     grants.sort(key=lambda g: (g.status != "live", g.priority, g.expires_at or "~",
                                g.created_at or ""))
@@ -309,16 +313,23 @@ def set_budget(
 
 
 def ledger(client: redis.Redis, wallet: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The wallet's most recent ledger entries, newest first (the last 1000 are kept)."""
+    """The wallet's most recent ledger entries, newest first (the last 1000 are kept).
+
+    A `void` entry also has `shortfall` (credits asked for but already spent) and `reason`.
+    """
     if limit < 1:
         raise InvalidInput(f"limit must be at least 1, not {limit}")
     keys = WalletKeys(parse_wallet(wallet))
     entries = []
     for entry_id, fields in client.xrevrange(keys.ledger, count=limit):
         f = {_text(k): _text(v) for k, v in fields.items()}
-        entries.append({
+        entry = {
             "id": _text(entry_id), "type": f["type"], "ref": f["ref"],
             "amount": int(f["amount"]), "balance": int(f["balance"]),
             "at": _iso(int(f["ts"])),
-        })
+        }
+        if "shortfall" in f:
+            entry["shortfall"] = int(f["shortfall"])
+            entry["reason"] = f.get("reason", "")
+        entries.append(entry)
     return entries

@@ -4,7 +4,7 @@
 -- money path divides); time is in milliseconds since the Unix epoch.
 --
 -- Wallet layout (keys.py): `state` HASH (fields below), `remaining` HASH grant id -> credits
--- left, `burn` ZSET of live grants with credits left (score 0, member text
+-- left (below zero by the shortfall of a void: void.lua), `burn` ZSET of live grants with credits left (score 0, member text
 -- "PPPPPPPPPP:EEEEEEEEEEEEEEE:SSSSSSSSSSSS:<grant id>" = priority, expiry ms, sequence, each
 -- zero-padded to a width its largest accepted value fits, so lexical order is burn order),
 -- `expiry` ZSET of the same members scored by expiry ms. Members are read back by pattern,
@@ -259,13 +259,17 @@ local function refund(w, burned, amount)
     amount = amount - give
     local id, expires = member_grant(member)
     if id and (not expires or expires > w.now) then
-      redis.call('HINCRBY', w.remaining, id, give)
-      redis.call('ZADD', w.burn, 0, member)
-      if expires then
-        redis.call('ZADD', w.expiry, expires, member)
-        note_expiry(w, expires)
+      -- A voided grant's remaining is below zero by its shortfall (void.lua): what comes
+      -- back pays that first, and only the rest returns to the balance.
+      local back = math.min(give, redis.call('HINCRBY', w.remaining, id, give))
+      if back > 0 then
+        redis.call('ZADD', w.burn, 0, member)
+        if expires then
+          redis.call('ZADD', w.expiry, expires, member)
+          note_expiry(w, expires)
+        end
+        put(w, 'balance', num(w, 'balance') + back)
       end
-      put(w, 'balance', num(w, 'balance') + give)
     end
   end
 end
