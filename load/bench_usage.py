@@ -22,6 +22,7 @@ Figures are printed (and with --write, stored in load/RESULTS.md), never asserte
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -76,12 +77,18 @@ def event_fields(i: int, rng: random.Random, ts_ms: int) -> dict[str, str]:
             "timestamp": str(ts_ms)}
 
 
+_filled = itertools.count()
+
+
 def fill_streams(client: redis.Redis, count: int) -> None:
+    """`count` new events (ids never used before in this run: a store fed twice the same
+    ids would only find duplicates) over the last `count` ms."""
     rng = random.Random(1)
     now_ms = int(time.time() * 1000)
     pipe = client.pipeline(transaction=False)
     for i in range(count):
-        pipe.xadd(event_stream(i % SHARDS), event_fields(i, rng, now_ms - (count - i)))
+        n = next(_filled)
+        pipe.xadd(event_stream(n % SHARDS), event_fields(n, rng, now_ms - (count - i)))
         if i % 5000 == 4999:
             pipe.execute()
     pipe.execute()
@@ -234,6 +241,7 @@ def main() -> None:
                 print("## ingest, end to end from the streams", flush=True)
                 stores = {"SQLite": f"sqlite:///{workdir}/ingest.db",
                           "PostgreSQL": postgres.new_database()}
+                stores = {k: v for k, v in stores.items() if k in args.stores.split(",")}
                 ingest_bench(server.url, stores, args.ingest_events,
                              postgres._process.pid, args.rounds)  # type: ignore[union-attr]
         if args.skip_queries:
