@@ -109,3 +109,17 @@ def test_bad_urls_and_missing_files_are_refused_with_the_password_masked(tmp_pat
     assert "secret" not in str(refused.value)
     assert "***" in str(refused.value)
     assert mask_url("postgresql://u:p%40ss@h:5/d") == "postgresql://u:***@h:5/d"
+
+
+def test_postgresql_connection_lost_fails_one_call_then_reconnects(postgres) -> None:
+    import psycopg
+
+    with open_store(postgres.new_database(), create=True) as store:
+        store.ingest([event(1)])
+        pid = store.rows("SELECT pg_backend_pid()")[0][0]
+        with psycopg.connect(postgres.url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError):
+            store.ingest([event(2)])
+        assert store.ingest([event(2), event(1)]) == 1
+        assert totals(store, "usage_hour") == (2, 6, 0)

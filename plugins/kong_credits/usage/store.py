@@ -315,14 +315,27 @@ class PostgresStore(Store):
         import psycopg
 
         self._psycopg = psycopg
-        try:
-            connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open usage store {masked_url}: "
-                             f"{_without(str(exc), url)}") from None
+        self._url = url
         self._staging: set[str] = set()
         """Temporary tables of this connection (see _insert)."""
-        super().__init__(connection, masked_url)
+        super().__init__(self._connect(masked_url), masked_url)
+
+    def _connect(self, masked_url: str) -> Any:
+        try:
+            return self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"cannot open usage store {masked_url}: "
+                             f"{_without(str(exc), self._url)}") from None
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """As Store's, on a live connection: one lost with the server (a restart, a
+        failover, an idle timeout) failed the call that found it lost; the next reconnects."""
+        with super()._guard():
+            if self.connection.closed:
+                self.connection = self._connect(self.masked_url)
+                self._staging = set()
+            yield
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")
