@@ -123,3 +123,16 @@ def test_postgresql_connection_lost_fails_one_call_then_reconnects(postgres) -> 
             store.ingest([event(2)])
         assert store.ingest([event(2), event(1)]) == 1
         assert totals(store, "usage_hour") == (2, 6, 0)
+
+
+def test_a_store_has_one_identity_whatever_url_names_it(tmp_path: Path, postgres,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_store("sqlite:///usage.db", create=True) as relative, \
+            open_store(f"sqlite:///{tmp_path}/usage.db") as absolute:
+        assert relative.identity == absolute.identity == f"sqlite:///{tmp_path}/usage.db"
+    url = postgres.new_database()
+    with open_store(url) as store:
+        assert store.identity == f"postgresql://kc@127.0.0.1:{postgres.port}/{url.rsplit('/')[-1]}"
+        assert "secret" not in store.identity

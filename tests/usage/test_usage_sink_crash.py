@@ -25,7 +25,6 @@ from kong_credits.rated_event import RatedEvent
 from kong_credits.usage import Store, open_store
 
 pytestmark = pytest.mark.integration
-GROUP = group_name("usage")
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
 
@@ -75,6 +74,12 @@ def produce(url: str, count: int, *, start: int = 0) -> dict[str, tuple[str, int
     return produced
 
 
+def group_of(url: str) -> str:
+    """The usage forwarder's default consumer group for the store at `url`."""
+    with open_store(url, create=True) as store:
+        return group_name("usage", store.identity)
+
+
 def assert_counted_once(store: Store, produced: dict[str, tuple[str, int]]) -> None:
     """The raw events are exactly those produced, and every rollup level sums to them."""
     rows = store.rows("SELECT event_id, wallet, cost FROM usage_events")
@@ -120,10 +125,12 @@ def test_written_but_never_acknowledged_then_delivered_again_counts_once(
     finally:
         r.acl_deluser("noack")
     assert stored(usage_url) == 300
-    assert ConsumerGroup(r, GROUP, "observer").pending() == len(produced)  # none acked
+    group = group_of(usage_url)
+    assert group.startswith("forwarder:usage:") and "noack" not in group
+    assert ConsumerGroup(r, group, "observer").pending() == len(produced)  # none acked
     second = spawn("--store", usage_url, "--drain", "--claim-idle-ms", "200")
     assert second.wait(timeout=60) == 0
-    assert ConsumerGroup(r, GROUP, "observer").pending() == 0
+    assert ConsumerGroup(r, group, "observer").pending() == 0
     with open_store(usage_url) as store:
         assert_counted_once(store, produced)
 
@@ -156,7 +163,7 @@ def test_two_forwarders_at_once_and_a_replayed_dead_letter_count_once(
     # a dead letter of an event the store already has, replayed: delivered, not recounted
     [stream] = [s for s in event_streams() if r.xlen(s)][:1]
     entry_id, fields = r.xrange(stream, count=1)[0]
-    ConsumerGroup(r, GROUP, "tester").dead_letter(
+    ConsumerGroup(r, group_of(usage_url), "tester").dead_letter(
         [(StreamEntry(stream, entry_id, fields), "refused in a test")], "usage")
     replay = subprocess.run(
         [sys.executable, "-m", "kong_credits.forwarder.cli", "dlq", "retry", "--sink", "usage",

@@ -89,10 +89,12 @@ class Seen:
                 self.admitted.append((ROUTES[route], KEYS[key], price))
 
 
-def drain(tmp_path: Path, redis_url: str, store: str, group: str) -> None:
+def drain(tmp_path: Path, redis_url: str, store: str) -> None:
+    """`forwarder --sink usage --store URL --drain`: each store has its own consumer group,
+    so draining into a second store delivers every event again."""
     done = subprocess.run(
         [sys.executable, "-m", "kong_credits.forwarder.cli", "forwarder", "--sink", "usage",
-         "--store", store, "--drain", "--group", group, "--batch-size", "64"],
+         "--store", store, "--drain", "--batch-size", "64"],
         cwd=tmp_path, env={**os.environ, "KONG_CREDITS_REDIS_URL": redis_url},
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -127,7 +129,7 @@ def test_usage_equals_what_the_host_admitted_and_the_wallets_were_charged(
 
     stores = {"sqlite": f"sqlite:///{tmp_path}/usage.db", "postgresql": postgres.new_database()}
     for kind, store in stores.items():
-        drain(tmp_path, redis_url, store, f"forwarder:usage-{kind}")
+        drain(tmp_path, redis_url, store)
         by_route = usage("--by", "route,service", "--since", "2h", "--json", "--store", store)
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for row in by_route["rows"]:

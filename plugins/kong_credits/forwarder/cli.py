@@ -184,8 +184,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
               help="Events per delivery call (capped at the sink's maximum).")
 @click.option("--drain", is_flag=True,
               help="Deliver everything pending, then exit 0 (1 if a batch keeps failing).")
-@click.option("--group", help="Consumer group (default forwarder:<sink>); each group "
-              "receives every event once.")
+@click.option("--group", help="Consumer group (default forwarder:<sink>; usage: "
+              "forwarder:usage:<store without password>); each group receives every event "
+              "once.")
 @click.option("--consumer", help="This process's consumer name (default hostname-pid).")
 @click.option("--claim-idle-ms", type=click.IntRange(100), default=60_000, show_default=True,
               help="Take over another consumer's events once idle this long.")
@@ -223,9 +224,9 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
     except (InvalidInput, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10, cluster=cluster)
-    consumers = ConsumerGroup(client, group or group_name(kind),
-                              consumer or consumer_name(), per_shard=is_cluster(client))
     with _sink(kind, **sink_settings) as sink, stop_on_signals() as stop:
+        consumers = ConsumerGroup(client, group or group_name(kind, sink.destination),
+                                  consumer or consumer_name(), per_shard=is_cluster(client))
         metrics = ForwarderMetrics(sink.name)
         stop_metrics = None
         if metrics_port is not None:
@@ -294,7 +295,8 @@ def dlq_retry(kind: str, group: str | None, event_ids: tuple[str, ...], limit: i
         try:
             check_shards(client)
             letters = list_dead_letters(
-                client, group=None if event_ids else group or group_name(kind),
+                client, group=None if event_ids else group or group_name(kind,
+                                                                         sink.destination),
                 event_ids=event_ids, limit=limit)
             result = replay(client, sink, letters)
         except REDIS_ERRORS as exc:

@@ -162,6 +162,9 @@ class Sink(ABC):
     default_url: ClassVar[str | None] = None
     requires: ClassVar[tuple[str, ...]] = ()
     """SinkConfig fields that must be set (reported as the CLI options --api-key, ...)."""
+    destination: str | None = None
+    """Set by a sink whose every destination must receive every event (the usage store):
+    the forwarder's default consumer group then names it (group_names.group_name)."""
 
     def __init__(self, client: httpx.Client, config: SinkConfig) -> None:
         missing = [name for name in self.requires if not getattr(config, name)]

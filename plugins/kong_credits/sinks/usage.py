@@ -44,6 +44,7 @@ class UsageSink(Sink):
         self.retention = parse_retention(config.usage_retention)
         self.store = open_store(config.store, create=True)
         self.base_url = self.store.masked_url
+        self.destination = self.store.identity
         self.clock = clock
         self._prune_at = 0.0
 

@@ -100,6 +100,12 @@ class Store:
         self.masked_url = masked_url
         self._lock = threading.Lock()
 
+    @property
+    def identity(self) -> str:
+        """The store as one canonical string without secrets (an absolute file path; user,
+        host, port and database): two URLs of the same store give the same identity."""
+        raise NotImplementedError
+
     # -- dialect hooks -------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
         return sql
@@ -281,6 +287,7 @@ class SQLiteStore(Store):
     dialect = "sqlite"
 
     def __init__(self, path: str, masked_url: str) -> None:
+        self.path = os.path.abspath(path)
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                      timeout=30)
         connection.execute("PRAGMA journal_mode=WAL")
@@ -288,6 +295,10 @@ class SQLiteStore(Store):
         connection.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
         connection.execute(f"PRAGMA wal_autocheckpoint={_SQLITE_CHECKPOINT_PAGES}")
         super().__init__(connection, masked_url)
+
+    @property
+    def identity(self) -> str:
+        return f"sqlite:///{self.path}"
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
@@ -336,6 +347,11 @@ class PostgresStore(Store):
                 self.connection = self._connect(self.masked_url)
                 self._staging = set()
             yield
+
+    @property
+    def identity(self) -> str:
+        info = self.connection.info
+        return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")
