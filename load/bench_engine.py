@@ -8,6 +8,9 @@ can send. Cases:
 - 100k wallets, 1 grant each, requests spread over them at random;
 - one wallet with 10 and 100 grants (burn order, expiry sweep);
 - 1, 2 and 4 rate-limit windows (second, minute, hour, day) per request;
+- one hot wallet on a plan (monthly allowance, mid-period: the renewal check only);
+- with `--compare-ref REF`, the first case again with the scripts as they were at git REF, so a
+  script change is measured against its baseline in the same run;
 - the command floor: a script that runs exactly the Redis commands an admitted authorize runs
   for one plain wallet (TIME, GET, HGETALL, ZRANGE, HGET, HINCRBY, 2 XADD, SET, HSET) and
   none of its logic: what those commands alone cost, so the ceiling on authorizations/s.
@@ -30,6 +33,7 @@ import itertools
 import random
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -42,7 +46,7 @@ import redis
 import uvloop
 from measure import RedisSnapshot, describe_machine, write_section
 
-from kong_credits import wallets
+from kong_credits import plans, wallets
 from kong_credits.engine import AUTHORIZE, AuthorizeRequest, RateLimit, authorize_call
 from kong_credits.redis_lane import RedisLane
 from kong_credits.redis_server import EmbeddedRedis
@@ -85,6 +89,7 @@ class Case:
     grants: int
     limits: int
     script: LuaScript = AUTHORIZE
+    plan: bool = False
 
 
 CASES = [
@@ -92,6 +97,7 @@ CASES = [
     Case("100k wallets, 1 grant each", 100_000, 1, 0),
     Case("1 wallet, 10 grants", 1, 10, 0),
     Case("1 wallet, 100 grants", 1, 100, 0),
+    Case("1 hot wallet on a plan, 1 grant", 1, 1, 0, plan=True),
     Case("1 wallet, 1 rate-limit window", 1, 1, 1),
     Case("1 wallet, 2 rate-limit windows", 1, 1, 2),
     Case("1 wallet, 4 rate-limit windows", 1, 1, 4),
@@ -142,6 +148,20 @@ def fund(client: redis.Redis, calls: Calls) -> None:
         for g in range(calls.case.grants):
             wallets.grant(client, calls.wallet(i), 10**12, grant_id=f"g{g}", priority=g,
                           expires_at=expiry if g else None)
+        if calls.case.plan:  # the first call of the period materialises it, not timed
+            plans.set_plan(client, calls.wallet(i), allowance=10**12, every="month")
+            plans.renew(client, calls.wallet(i))
+
+
+def scripts_at(ref: str) -> LuaScript:
+    """authorize.lua with the shared files it was sent with at git `ref` (a baseline)."""
+    def show(name: str) -> str | None:
+        done = subprocess.run(["git", "show", f"{ref}:plugins/kong_credits/scripts/{name}"],
+                              capture_output=True, text=True, cwd=RESULTS.parent)
+        return done.stdout if done.returncode == 0 else None
+
+    parts = [show(name) for name in ("wallet.lua", "plans.lua", "authorize.lua")]
+    return LuaScript(f"authorize@{ref}", "\n".join(part for part in parts if part is not None))
 
 
 def redis_cpu_s(client: redis.Redis) -> float:
@@ -223,6 +243,8 @@ def main() -> None:
                         help="only authorize with and without the per-charge ledger XADD")
     parser.add_argument("--redis-url", help="default: a throwaway redis-server")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--compare-ref", metavar="REF",
+                        help="also run the first case with the scripts of git REF")
     args = parser.parse_args()
     cases = CASES
     if args.quick:
@@ -230,6 +252,9 @@ def main() -> None:
         cases = [c for c in CASES if c.wallets == 1]
     if args.ledger:
         cases = LEDGER_CASES
+    if args.compare_ref:
+        cases = [cases[0], Case(f"{cases[0].name} [scripts at {args.compare_ref}]", 1, 1, 0,
+                                scripts_at(args.compare_ref)), *cases[1:]]
     output = args.output or (None if args.quick or args.ledger else RESULTS)
     lines = [
         "| case | sequential calls/s | pipelined calls/s | Redis CPU µs/call pipelined | "

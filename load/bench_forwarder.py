@@ -1,4 +1,5 @@
-"""Forwarder throughput to a fast local sink: events/s for batch sizes 1, 10, 100, 500.
+"""Forwarder throughput to a fast local sink: events/s and CPU per event (forwarder, Redis)
+for batch sizes 1, 10, 100, 500.
 
     python load/bench_forwarder.py [--url redis://127.0.0.1:6379/0] [--events 20000]
 
@@ -67,8 +68,14 @@ def _fill(client: redis.Redis, count: int) -> None:
     pipe.execute()
 
 
-def bench(url: str, sink_url: str, batch_size: int, count: int) -> float:
-    """Events/s draining `count` fresh events with one forwarder."""
+def _redis_cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def bench(url: str, sink_url: str, batch_size: int, count: int) -> tuple[float, float, float]:
+    """Draining `count` fresh events with one forwarder: events/s, and the CPU µs per event
+    of the forwarder (this process) and of Redis."""
     client = redis.Redis.from_url(url, decode_responses=True)
     client.flushdb()
     _fill(client, count)
@@ -77,12 +84,13 @@ def bench(url: str, sink_url: str, batch_size: int, count: int) -> float:
         sink = SINKS["http"](http, config)
         group = ConsumerGroup(client, "bench", "bench")
         forwarder = Forwarder(group, sink, ForwarderOptions(batch_size=batch_size, drain=True))
-        started = time.perf_counter()
+        started, cpu, redis_cpu = time.perf_counter(), time.process_time(), _redis_cpu_s(client)
         assert forwarder.run() == 0
         elapsed = time.perf_counter() - started
+        cpu, redis_cpu = time.process_time() - cpu, _redis_cpu_s(client) - redis_cpu
     assert forwarder.metrics.tally.delivered == count
     client.close()
-    return count / elapsed
+    return count / elapsed, cpu / count * 1e6, redis_cpu / count * 1e6
 
 
 def main() -> None:
@@ -108,11 +116,12 @@ def main() -> None:
 
 
 def run_all(url: str, sink_url: str, events: int) -> None:
-    print(f"{'batch size':>10}  {'events':>7}  {'events/s':>9}")
+    print(f"{'batch size':>10}  {'events':>7}  {'events/s':>9}  {'forwarder CPU µs/event':>22}"
+          f"  {'Redis CPU µs/event':>18}")
     for batch_size in BATCH_SIZES:
         count = events if batch_size > 1 else max(events // 10, 100)
-        rate = bench(url, sink_url, batch_size, count)
-        print(f"{batch_size:>10}  {count:>7}  {rate:>9,.0f}")
+        rate, cpu_us, redis_us = bench(url, sink_url, batch_size, count)
+        print(f"{batch_size:>10}  {count:>7}  {rate:>9,.0f}  {cpu_us:>22.1f}  {redis_us:>18.1f}")
 
 
 if __name__ == "__main__":

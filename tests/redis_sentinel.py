@@ -34,7 +34,7 @@ class LocalSentinel:
         self.data_ports = [_free_port(), _free_port()]
         self.sentinel_ports = [_free_port() for _ in range(3)]
         self._dir = tempfile.TemporaryDirectory(prefix="kong-credits-sentinel-")
-        self._processes: list[subprocess.Popen[bytes]] = []
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}  # by name: port, sentinel-port
 
     @property
     def url(self) -> str:
@@ -48,13 +48,13 @@ class LocalSentinel:
         folder = Path(self._dir.name) / name
         folder.mkdir(exist_ok=True)
         with open(folder / "server.log", "ab") as log:
-            self._processes.append(subprocess.Popen(
+            self._processes[name] = subprocess.Popen(
                 [find_redis_server(), *args, "--bind", "127.0.0.1", "--dir", str(folder),
                  "--loglevel", "warning"], stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent))
+                preexec_fn=die_with_parent)
 
     def _pings(self, port: int) -> bool:
-        if any(process.poll() is not None for process in self._processes):
+        if any(process.poll() is not None for process in self._processes.values()):
             raise RuntimeError(f"a server of {self._dir.name} exited")
         try:
             return bool(self.node(port).ping())
@@ -91,7 +91,7 @@ class LocalSentinel:
         return self
 
     def stop(self) -> None:
-        for process in self._processes:
+        for process in self._processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
@@ -140,9 +140,29 @@ class LocalSentinel:
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             return False
 
+    def kill(self, port: int) -> None:
+        """SIGKILL a data node: no goodbye to its clients, replica or sentinels."""
+        process = self._processes[str(port)]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def _restart_killed(self, timeout_s: float) -> None:
+        """A killed data node back, as the replica of the master the sentinels promoted."""
+        for port in self.data_ports:
+            if self._processes[str(port)].poll() is None:
+                continue
+            wait_until(lambda p=port: self.named_master() not in (p, None),
+                       timeout_s=timeout_s, interval_s=0.05)
+            master = self.master()
+            self._spawn(str(port), ["--port", str(port), "--save", "", "--appendonly", "no",
+                                    "--repl-diskless-sync-delay", "0",
+                                    "--replicaof", "127.0.0.1", str(master)])
+
     def ready(self, timeout_s: float = 60) -> None:
-        """Wait until the sentinels agree, the replica is in sync and nothing is failing over;
-        then make the master refuse writes without its replica (see the module's doc)."""
+        """Wait until the sentinels agree, the replica is in sync and nothing is failing over
+        (a killed node restarted as the new master's replica); then make the master refuse
+        writes without its replica (see the module's doc)."""
+        self._restart_killed(timeout_s)
         wait_until(self._healthy, timeout_s=timeout_s, interval_s=0.05)
         master = self.master()
         self.node(master).config_set("min-replicas-to-write", 1)

@@ -107,6 +107,10 @@ def test_demo_shows_every_outcome(redis_url, r, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     result = CliRunner().invoke(main, ["demo", "--redis-url", redis_url])
     assert result.exit_code == 0, result.output
-    assert "15 requests: 8 x 200, 1 x 401, 3 x 402, 3 x 429" in result.output
-    assert "8 billable events" in result.output
+    assert "20 requests: 12 x 200, 1 x 401, 4 x 402, 3 x 429" in result.output
+    assert "12 billable events" in result.output
     assert wallets.balance(r, "team-blue").balance == 18  # 30 - 12 settled from the header
+    # erin's plan (config/pricing.yaml): 30 a month, 11 credits a ~4.6 KB export, then on
+    # credit; the last export finds the overage spent: 402
+    erin = wallets.balance(r, "erin")
+    assert (erin.balance, erin.overdraft, erin.refused_credits) == (-14, 14, 1)

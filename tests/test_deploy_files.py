@@ -74,7 +74,7 @@ def test_each_query_cmd_prints_its_own_plugin_first(name, phases):
     assert len(info["Version"].split(".")) == 3
     names = {next(iter(f)) for f in config_fields(info["Schema"])}
     assert {"cost", "rate_limit", "mode", "on_redis_error", "redis_url"} <= names
-    assert ("cost_header" in names) == (name == "credits-metered")
+    assert ("cost_header" in names) == ("price" in names) == (name == "credits-metered")
 
 
 def test_kong_yml_validates_against_the_dumped_schemas():
@@ -84,7 +84,7 @@ def test_kong_yml_validates_against_the_dumped_schemas():
     validated = config.validate_plugins({
         **{name: config_fields(query(name)["Schema"]) for name in PLUGINS},
         keyauth.NAME: keyauth.SCHEMA_FIELDS})
-    assert sum(p.name in PLUGINS for p in validated.plugins) == 3
+    assert sum(p.name in PLUGINS for p in validated.plugins) == 4
 
 
 def test_compose_wires_kong_redis_and_upstream():

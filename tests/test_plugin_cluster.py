@@ -11,6 +11,7 @@ error).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from plugin_traffic import (
 )
 from redis_cluster import LocalCluster, redis_cli
 from test_plugin_access import HostThread, upstream
+from test_plugin_metrics import free_port, scrape
 from waits import wait_until
 
 from kong_credits import wallets
@@ -58,9 +60,18 @@ FAST = ["--backoff-base-ms", "1", "--backoff-max-ms", "50", "--claim-idle-ms", "
 
 
 @pytest.fixture(scope="module")
-def gateway(redis_cluster: LocalCluster) -> Iterator[HostThread]:
+def metrics_port() -> int:
+    """Where the plugin server's metrics (summed over its workers) are served."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_cluster: LocalCluster, metrics_port: int) -> Iterator[HostThread]:
+    specs = [dataclasses.replace(spec, start_cmd=f"{spec.start_cmd} --metrics-port "
+                                 f"{metrics_port}") if spec.start_cmd else spec
+             for spec in credits_servers(tempfile.mkdtemp(prefix="kc-"))]
     host = Host(paid_route_config(redis_cluster.url, COST, TIMEOUT_MS, {**KEYS, WARM: WARM}),
-                credits_servers(tempfile.mkdtemp(prefix="kc-")), upstream=upstream)
+                specs, upstream=upstream)
     runner = HostThread(host)
     runner.run(host.start())
     yield runner
@@ -187,8 +198,9 @@ def cheapest_migration(cluster: LocalCluster) -> tuple[int, int, int]:
 
 @pytest.mark.integration
 def test_a_slot_migrated_mid_traffic_is_followed_without_errors(
-        gateway: HostThread, cluster: LocalCluster) -> None:
+        gateway: HostThread, cluster: LocalCluster, metrics_port: int) -> None:
     funds = fund(cluster, gateway, 10**9)
+    before = scrape(metrics_port)
     shard, source, count = cheapest_migration(cluster)
     target = next(port for port in cluster.masters() if port != source)
     moving = next(wallet for wallet in WALLETS if shard_of(wallet) == shard)
@@ -206,3 +218,12 @@ def test_a_slot_migrated_mid_traffic_is_followed_without_errors(
     assert set(traffic.statuses()) == {200}, traffic.statuses()
     assert traffic.slowest() < BOUND_S + SLACK_S
     assert_charged_once(client_of(cluster), traffic, funds, COST)
+
+    # The plugin server counted what it followed: at least the MOVED of the moved slot,
+    # and the slot map read again after it (workers publish once a second).
+    def grew(name: str, kind: str) -> bool:
+        key = (name, (("kind", kind),))
+        return scrape(metrics_port).get(key, 0) > before.get(key, 0)
+
+    wait_until(lambda: grew("kong_credits_redis_redirections_total", "moved"), timeout_s=5)
+    wait_until(lambda: grew("kong_credits_redis_refreshes_total", "slot_map"), timeout_s=5)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -102,14 +100,15 @@ def test_decisions_redis_latency_errors_and_events_are_counted(metrics_gateway, 
               if name == "kong_credits_redis_errors_total"}
     assert errors.get((("kind", "connection"),), 0) >= 2  # one outage call per dead route
     assert samples[("kong_credits_events_in_flight", ())] == 0
-
-
-def test_metrics_port_with_several_workers_is_refused(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "kong_credits.pluginserver", "-p", str(tmp_path),
-         "--workers", "2", "--metrics-port", "0"], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
-    assert "--metrics-port needs --workers 1" in done.stderr
+    # One node, no replica wait: no redirection, refresh or reconnect to count.
+    assert samples[("kong_credits_redis_reconnects_total", ())] == 0
+    assert {(name, labels): value for (name, labels), value in samples.items() if name in (
+        "kong_credits_redis_redirections_total", "kong_credits_redis_refreshes_total",
+        "kong_credits_replica_waits_total")} == {
+        ("kong_credits_redis_redirections_total", (("kind", "moved"),)): 0,
+        ("kong_credits_redis_redirections_total", (("kind", "ask"),)): 0,
+        ("kong_credits_replica_waits_total", (("outcome", "confirmed"),)): 0,
+        ("kong_credits_replica_waits_total", (("outcome", "unconfirmed"),)): 0}
 
 
 def test_histogram_buckets_hold_their_upper_bound():

@@ -67,6 +67,9 @@ def test_each_call_goes_to_its_slots_master_as_one_evalsha(run: Run, cluster: Lo
         assert evalsha_calls(cluster, port) == 50 * list(owners.values()).count(port)
         assert rejected(cluster, port) == 0
     assert (lane.refreshes, lane.redirections) == (1, 0)
+    counts = lane.counts  # what the plugin server's metrics export
+    assert (counts.refreshes, counts.moved, counts.asked, counts.reconnects) == (
+        {"slot_map": 1}, 0, 0, 0)
 
 
 def _location(cluster: LocalCluster) -> Any:
@@ -119,6 +122,7 @@ def test_a_migrating_slot_asks_retries_then_moves(run: Run, cluster: LocalCluste
         for port in cluster.masters():
             _set_slot(cluster, port, slot, "NODE", target_id)
     assert lane.redirections == 2  # the ASK, then one MOVED
+    assert (lane.counts.asked, lane.counts.moved) == (1, 1)
 
 
 def test_a_node_without_the_script_is_sent_it(run: Run, cluster: LocalCluster) -> None:

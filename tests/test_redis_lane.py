@@ -189,8 +189,10 @@ def test_timeout_drops_the_connection_and_the_next_call_reconnects(run: Run, url
             await slow
         with pytest.raises(ConnectionError, match="earlier call"):
             await behind
+        assert lane.counts.reconnects == 0
         assert await lane.execute("CLIENT", "ID") != client_id
         assert await lane.evalsha(ECHO, [], ["after"]) == b"after"
+        assert lane.counts.reconnects == 1  # counted for the plugin server's metrics
         await lane.close()
 
     run(scenario())

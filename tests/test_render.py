@@ -25,7 +25,7 @@ def test_every_credits_plugin_in_kong_yml_passes_its_plugin_schema():
     declarative = yaml.safe_load(KONG_YML.read_text())
     routes = {name: {p["route"] for p in declarative["plugins"] if p["name"] == name}
               for name in ("credits", "credits-metered")}
-    assert routes == {"credits": {"search", "status"}, "credits-metered": {"generate"}}
+    assert routes == {"credits": {"search", "status"}, "credits-metered": {"generate", "export"}}
     for plugin in declarative["plugins"]:
         if plugin["name"].startswith("credits"):
             parse_config(plugin["config"], metered=plugin["name"] == "credits-metered")
@@ -40,6 +40,17 @@ routes: {search: {cost: 2, cost_header: X-Units}, status: {cost: 0}}
     with pytest.raises(InvalidInput, match="route search: invalid credits-metered config"):
         render_file(write(tmp_path, "routes: {search: {cost: 0, cost_header: X-Units}}"),
                     KONG_YML)
+
+
+def test_a_price_record_renders_credits_metered_and_plans_are_not_rendered(tmp_path):
+    text = render_file(write(tmp_path, """
+routes: {search: {cost: 2, price: {per_kb_response: 1}}}
+plans: {acme: {allowance: 10, every: day}}
+"""), KONG_YML)
+    rendered = yaml.safe_load(text)
+    assert [p["name"] for p in rendered["plugins"] if p.get("route") == "search"] == [
+        "credits-metered"]
+    assert "plans" not in rendered
 
 
 def write(tmp_path: Path, pricing: str) -> Path:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kong_credits.engine import RateLimit
 from kong_credits.errors import InvalidInput
+from kong_credits.price import Price
 from kong_credits.schema import DEFAULT_REDIS_URL, parse_config, plugin_schema
 
 
@@ -60,11 +63,35 @@ def test_max_cost_is_taken_as_set():
 def test_only_credits_metered_has_the_fields_of_a_price_known_later():
     with pytest.raises(InvalidInput, match="cost_header: unknown field"):
         parse_config({"cost": 5, "cost_header": "X-Units"})
-    with pytest.raises(InvalidInput, match="cost_header: required field missing"):
+    with pytest.raises(InvalidInput, match="price: unknown field"):
+        parse_config({"cost": 5, "price": {"per_request": 1}})
+    with pytest.raises(InvalidInput, match="set cost_header, price, or both"):
         parse_config({"cost": 5}, metered=True)
     # a zero estimate would hold nothing, and every settled credit would be debt
     with pytest.raises(InvalidInput, match="cost: value should be between 1 and"):
         parse_config({"cost": 0, "cost_header": "X-Units"}, metered=True)
+
+
+def test_price_record_fills_its_defaults_and_combines_with_cost_header():
+    config = parse_config({"cost": 5, "price": {"per_kb_response": 2}}, metered=True)
+    assert config.price == Price(per_kb_response=2)
+    both = parse_config({"cost": 5, "cost_header": "X-Units",
+                         "price": {"per_second": 3, "status_free": [500, 503]}}, metered=True)
+    assert (both.cost_header, both.price.status_free) == ("X-Units", frozenset({500, 503}))
+
+
+@pytest.mark.parametrize(("price", "message"), [
+    ({"per_request": -1}, "price.per_request: value should be between 0 and"),
+    ({"per_kb_request": 10**15 + 1}, "price.per_kb_request: value should be between"),
+    ({"per_second": 0.5}, "price.per_second: expected an integer"),
+    ({"per_kb_response": True}, "price.per_kb_response: expected an integer"),
+    ({"status_free": [99]}, "price.status_free"),
+    ({"status_free": "5xx"}, "price.status_free: expected an array"),
+    ({"per_minute": 1}, "price.per_minute: unknown field"),
+])
+def test_bad_price_records_fail_with_kongs_message(price, message):
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        parse_config({"cost": 5, "price": price}, metered=True)
 
 
 def test_record_request_is_off_by_default():

@@ -27,7 +27,7 @@ from waits import wait_until
 from kong_credits import keys, wallets
 from kong_credits.cli import main
 from kong_credits.engine import AuthorizeRequest
-from kong_credits.errors import InvalidInput, RedisUnavailable
+from kong_credits.errors import InvalidSetting, RedisUnavailable
 from kong_credits.host import Host, credits_servers
 from kong_credits.redis_pool import EngineCache
 from kong_credits.redis_server import _free_port, find_redis_server
@@ -146,10 +146,18 @@ def test_parse_shards(text: str, count: int) -> None:
     assert keys.parse_shards(text) == count
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "16385", "1e3", "sixteen", "", "١٦"])
+UNUSABLE_SETTINGS = ["0", "-1", "16385", "1e3", "sixteen", "١٦", "\uff11\uff16", "16\x00", "0x10",
+                     "16 16", "+16", "000016", "9" * 5000, "0" * 5000 + "1"]
+"""Non-integers, out of range, Unicode digits (Arabic-Indic, fullwidth), huge (past
+Python's int() digit limit)."""
+
+
+@pytest.mark.parametrize("text", ["", " ", *UNUSABLE_SETTINGS])
 def test_parse_shards_refuses(text: str) -> None:
-    with pytest.raises(InvalidInput, match="KONG_CREDITS_SHARDS must be a whole number"):
+    with pytest.raises(InvalidSetting, match="KONG_CREDITS_SHARDS must be a whole number "
+                                             "from 1 to 16384, not ") as refused:
         keys.parse_shards(text)
+    assert len(str(refused.value)) < 200  # a huge value is not echoed whole
 
 
 def kong_credits(*args: str, shards: int | str | None, redis_url: str,
@@ -166,10 +174,48 @@ def kong_credits(*args: str, shards: int | str | None, redis_url: str,
 
 def test_an_unusable_setting_stops_the_process_saying_why(redis_url: str, r) -> None:
     done = kong_credits("balance", "acme", shards="sixteen", redis_url=redis_url)
-    assert done.returncode != 0
-    assert "KONG_CREDITS_SHARDS must be a whole number from 1 to 16384, not 'sixteen'" in (
-        done.stderr)
+    assert done.returncode == 2
+    assert done.stderr == ("Error: KONG_CREDITS_SHARDS must be a whole number from 1 to 16384, "
+                           "not 'sixteen'\n")
     assert r.keys("*") == []
+
+
+@pytest.mark.parametrize("setting", ["0", "-1", "99999999999999999999", "١٢", "abc",
+                                     "0" * 5000 + "1"])
+@pytest.mark.parametrize("command", [
+    ["grant", "acme", "10"],
+    ["forwarder", "--sink", "http", "--url", "http://127.0.0.1:9/"],
+    ["alerts", "--url", "http://127.0.0.1:9/", "--hmac-secret", "s3cret"],
+    ["pluginserver", "--dump-all-plugins"],  # Kong's query_cmd
+    ["pluginserver", "--workers", "2", "--metrics-port", "0"],  # its start_cmd
+], ids=["cli", "forwarder", "alerts", "pluginserver-query", "pluginserver-start"])
+def test_every_process_refuses_an_unusable_setting_with_exit_2(
+        setting: str, command: list[str], redis_url: str, r, tmp_path: Path) -> None:
+    """No traceback, nothing written to Redis, no socket: one line naming the variable and
+    the range it accepts."""
+    if command[0] == "pluginserver":
+        command = [*command, "-p", str(tmp_path)]
+    done = kong_credits(*command, shards=setting, redis_url=redis_url, timeout_s=30)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith("Error: KONG_CREDITS_SHARDS must be a whole number from 1 to 16384")
+    assert "\n" not in line and "Traceback" not in done.stderr and done.stdout == ""
+    assert r.keys("*") == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("plugins", [[], ["-d", str(Path(__file__).parents[1] / "plugins")]],
+                         ids=["built-in", "plugins-directory"])
+def test_python_m_pluginserver_refuses_an_unusable_setting_with_exit_2(
+        plugins: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, keys.SHARDS_ENV: "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "kong_credits.pluginserver", "-p", str(tmp_path), *plugins],
+        env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("Error: KONG_CREDITS_SHARDS must be a whole number from 1 to 16384, "
+                           "not '0'\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.integration

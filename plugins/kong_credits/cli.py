@@ -167,18 +167,28 @@ class _PercentagesType(click.ParamType):
               help="For a wallet parent/member: most it may draw from the parent a month.")
 @click.option("--alert-at", type=_PercentagesType(),
               help="Used-share thresholds that raise an alert [default: 50,75,90,100].")
+@click.option("--low-balance", type=_CapType(),
+              help="Alert low_balance when the balance falls below this many credits (once "
+                   "per crossing, re-armed by a top-up); 'off' removes it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the budget as JSON.")
 @redis_url_option
 def budget(wallet: str, daily_cap: Any, monthly_cap: Any, soft: Any, member_daily_cap: Any,
-           member_monthly_cap: Any, alert_at: Any, as_json: bool, redis_url: str) -> None:
+           member_monthly_cap: Any, alert_at: Any, low_balance: Any, as_json: bool,
+           redis_url: str) -> None:
     """Show or change WALLET's spending caps, member caps and alert thresholds."""
+    from .plans import low_balance_of, set_low_balance
+
+    client = _client(redis_url)
     result = _run(lambda: wallets.set_budget(
-        _client(redis_url), wallet, daily_cap=_change(daily_cap),
+        client, wallet, daily_cap=_change(daily_cap),
         monthly_cap=_change(monthly_cap), soft=_change(soft),
         member_daily_cap=_change(member_daily_cap),
         member_monthly_cap=_change(member_monthly_cap), alert_thresholds=_change(alert_at)))
+    if low_balance is not None:
+        _run(lambda: set_low_balance(client, wallet, _change(low_balance)))
+    threshold = _run(lambda: low_balance_of(client, wallet))
     if as_json:
-        _echo_json({"wallet": wallet, **asdict(result)})
+        _echo_json({"wallet": wallet, **asdict(result), "low_balance": threshold})
         return
     def show(cap: int | None) -> str:
         return "none" if cap is None else str(cap)
@@ -186,7 +196,8 @@ def budget(wallet: str, daily_cap: Any, monthly_cap: Any, soft: Any, member_dail
     click.echo(f"{wallet}: daily cap {show(result.daily_cap)}, monthly cap "
                f"{show(result.monthly_cap)} ({'soft' if result.soft else 'hard'}); member caps "
                f"{show(result.member_daily_cap)}/day {show(result.member_monthly_cap)}/month; "
-               f"alerts at {','.join(map(str, result.alert_thresholds))}% used")
+               f"alerts at {','.join(map(str, result.alert_thresholds))}% used"
+               + (f", below {threshold} credits" if threshold is not None else ""))
 
 
 @main.command()
@@ -209,15 +220,17 @@ def ledger(wallet: str, limit: int, as_json: bool, redis_url: str) -> None:
 @click.option("--redis-url", envvar=REDIS_URL_ENV, default=None,
               help="Use this Redis instead of starting an embedded one.")
 @click.option("--kong-yml", type=click.Path(exists=True, dir_okay=False),
-              default="kong/kong.yml", show_default=True,
-              help="The declarative config to serve (run from the repository root).")
+              help="The declarative config to serve (default: the demo's own, a copy of "
+                   "kong/kong.yml shipped in the package).")
 @click.option("--listen", default="127.0.0.1:0", show_default=True,
               help="HOST:PORT for the HTTP listener (port 0: any free port).")
 @click.option("--keep-running", is_flag=True,
               help="After the traffic, keep everything up for manual curl until Ctrl-C.")
-def demo(redis_url: str | None, kong_yml: str, listen: str, keep_running: bool) -> None:
+def demo(redis_url: str | None, kong_yml: str | None, listen: str, keep_running: bool) -> None:
     """Run Redis, the plugin server, the Kong-protocol host and an upstream; send traffic."""
-    from .demo import DemoOptions, redis_for_demo, run_demo
+    import contextlib
+
+    from .demo import DemoOptions, demo_file, redis_for_demo, run_demo, stop_on_signals
     from .redis_routing import lane_from_url
 
     if redis_url:
@@ -225,35 +238,12 @@ def demo(redis_url: str | None, kong_yml: str, listen: str, keep_running: bool) 
             lane_from_url(redis_url)
         except InvalidInput as exc:
             raise click.BadParameter(str(exc), param_hint="--redis-url") from None
-    with redis_for_demo(redis_url) as url:
-        run_demo(url, DemoOptions(Path(kong_yml), listen, keep_running))
-
-
-@main.command("render-config")
-@click.option("--pricing", type=click.Path(dir_okay=False), default="config/pricing.yaml",
-              show_default=True, help="The price list.")
-@click.option("--kong-yml", type=click.Path(dir_okay=False), default="kong/kong.yml",
-              show_default=True, help="The declarative config to update.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write here instead of rewriting --kong-yml ('-' for stdout).")
-@click.option("--check", is_flag=True, help="Exit 1 if --kong-yml is not up to date.")
-def render_config(pricing: str, kong_yml: str, output: str | None, check: bool) -> None:
-    """Write the credits plugin of every priced route into kong.yml."""
-    from pathlib import Path
-
-    from .render import render_file
-
-    text = _run(lambda: render_file(pricing, kong_yml))
-    if check:
-        if Path(kong_yml).read_text() != text:
-            raise click.ClickException(f"{kong_yml} is out of date: run kong-credits "
-                                       "render-config")
-        click.echo(f"{kong_yml} is up to date with {pricing}")
-    elif output == "-":
-        click.echo(text, nl=False)
-    else:
-        Path(output or kong_yml).write_text(text)
-        click.echo(f"wrote {output or kong_yml}")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_on_signals())
+        path = Path(kong_yml) if kong_yml else stack.enter_context(demo_file("kong.yml"))
+        pricing = stack.enter_context(demo_file("pricing.yaml"))
+        url = stack.enter_context(redis_for_demo(redis_url))
+        run_demo(url, DemoOptions(path, listen, keep_running, pricing))
 
 
 def _register_subcommands() -> None:
@@ -261,7 +251,9 @@ def _register_subcommands() -> None:
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
     from .payments.replay_cli import stripe_command
+    from .plans_cli import plan_command
     from .pluginserver.command import pluginserver_command
+    from .pricing.command import prices_command, render_config_command
     from .usage.cli import usage_command
     from .void_cli import void_command
 
@@ -273,6 +265,9 @@ def _register_subcommands() -> None:
     main.add_command(usage_command)
     main.add_command(void_command)
     main.add_command(stripe_command)
+    main.add_command(render_config_command)
+    main.add_command(prices_command)
+    main.add_command(plan_command)
 
 
 _register_subcommands()

@@ -7,7 +7,7 @@ tools); the plugin runs the same calls on its asyncio client (`AsyncEngine`). No
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -264,8 +264,12 @@ def settle_call(
     status: int | None = None,
     now_ms: int = 0,
     answer_ttl_ms: int = DEFAULT_ANSWER_TTL_MS,
+    details: Mapping[str, int] | None = None,
 ) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of settle.lua: charge `cost` for a request authorized with hold=True."""
+    """KEYS and ARGV of settle.lua: charge `cost` for a request authorized with hold=True.
+
+    `details`: integer fields added to the settled event (a computed price's components);
+    names are the caller's constants (price.py), never request data."""
     keys_of, _, family = _family(wallet)
     keys = [*family, keys_of.events, keys_of.reservation(parse_request_id(request_id)),
             keys_of.alerts, keys_of.holds]
@@ -273,6 +277,8 @@ def settle_call(
         request_id, parse_cost(cost), now_ms, answer_ttl_ms, "" if status is None else status,
         wallet,
     ]
+    for name, value in (details or {}).items():
+        args += (name, int(value))
     return keys, args
 
 
@@ -308,9 +314,9 @@ class Engine:
         return Decision.from_reply(run_script(self.client, AUTHORIZE, keys, args))
 
     def settle(self, request_id: str, wallet: str, cost: int, *, status: int | None = None,
-               now_ms: int = 0) -> Settlement:
+               now_ms: int = 0, details: Mapping[str, int] | None = None) -> Settlement:
         keys, args = settle_call(request_id, wallet, cost, status=status, now_ms=now_ms,
-                                 answer_ttl_ms=self.answer_ttl_ms)
+                                 answer_ttl_ms=self.answer_ttl_ms, details=details)
         return Settlement.from_reply(run_script(self.client, SETTLE, keys, args))
 
 
@@ -351,7 +357,8 @@ class AsyncEngine:
         return Decision.from_reply(await self._run(AUTHORIZE, keys, args))
 
     async def settle(self, request_id: str, wallet: str, cost: int, *,
-                     status: int | None = None) -> Settlement:
+                     status: int | None = None,
+                     details: Mapping[str, int] | None = None) -> Settlement:
         keys, args = settle_call(request_id, wallet, cost, status=status,
-                                 answer_ttl_ms=self.answer_ttl_ms)
+                                 answer_ttl_ms=self.answer_ttl_ms, details=details)
         return Settlement.from_reply(await self._run(SETTLE, keys, args))

@@ -2,6 +2,7 @@
 
     CreditsError                  base of everything raised on purpose
     +-- InvalidInput              a value a user gave is unusable (bad amount, wallet, date)
+    |   +-- InvalidSetting        a deployment setting from the environment is unusable
     +-- GrantNotFound             the wallet has no grant of that id (void)
     +-- RedisUnavailable          Redis could not be reached or answered too late
     +-- ShardsMismatch            Redis records another shard count than this process's
@@ -11,7 +12,8 @@ Refusals (402, 429) are not exceptions: they are `Decision` values.
 
 from __future__ import annotations
 
-__all__ = ["CreditsError", "GrantNotFound", "InvalidInput", "RedisUnavailable", "ShardsMismatch"]
+__all__ = ["CreditsError", "GrantNotFound", "InvalidInput", "InvalidSetting", "RedisUnavailable",
+           "ShardsMismatch"]
 
 
 class CreditsError(Exception):
@@ -20,6 +22,11 @@ class CreditsError(Exception):
 
 class InvalidInput(CreditsError, ValueError):
     """A user-supplied value is invalid; the message says which and why."""
+
+
+class InvalidSetting(InvalidInput):
+    """An environment variable read at import ($KONG_CREDITS_SHARDS) is unusable: raised
+    while kong_credits is imported, so entry points (launch.py) turn it into exit 2."""
 
 
 class GrantNotFound(CreditsError, LookupError):

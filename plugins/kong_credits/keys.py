@@ -26,7 +26,7 @@ import zlib
 from binascii import crc_hqx
 from dataclasses import dataclass
 
-from .errors import InvalidInput
+from .errors import InvalidSetting
 
 __all__ = ["DEFAULT_SHARDS", "MAX_SHARDS", "PREFIX", "SHARDS", "SHARDS_ENV", "SHARDS_KEY",
            "SLOTS", "WalletKeys", "alert_stream", "alert_streams", "dead_letter_stream",
@@ -47,12 +47,15 @@ SHARDS_KEY = f"{PREFIX}:shards"
 
 
 def parse_shards(text: str) -> int:
-    """`$KONG_CREDITS_SHARDS` as a shard count: a whole number 1..16384 (InvalidInput)."""
-    value = text.strip()
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_SHARDS:
-        raise InvalidInput(f"{SHARDS_ENV} must be a whole number from 1 to {MAX_SHARDS}, "
-                           f"not {text!r}")
-    return int(value)
+    """`$KONG_CREDITS_SHARDS` as a shard count: a whole number 1..16384 in at most five
+    ASCII digits (InvalidSetting, quoting at most 40 characters of what was given)."""
+    digits = text.strip()
+    if (digits.isascii() and digits.isdigit() and len(digits) <= len(str(MAX_SHARDS))
+            and 1 <= int(digits) <= MAX_SHARDS):
+        return int(digits)
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    raise InvalidSetting(f"{SHARDS_ENV} must be a whole number from 1 to {MAX_SHARDS}, "
+                         f"not {shown!r}")
 
 
 _SUFFIXES = string.ascii_letters + string.digits

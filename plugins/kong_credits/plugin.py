@@ -225,16 +225,26 @@ class MeteredPlugin(Plugin):
     metered = True
 
     async def log(self, kong: Any) -> None:
-        """Settle the held estimate at the price the upstream reported."""
+        """Settle the held estimate at the price the upstream reported and/or the `price`
+        record computes from the serialized log (price.py)."""
         hold = await kong.ctx.shared.get(HOLD_CTX_KEY)
         if not hold:
             return  # refused, shadow-refused, or Redis was down at access: nothing held
         entry = json.loads(await kong.log.serialize())
         response = entry.get("response") or {}
-        cost = self._reported_cost(response.get("headers") or {})
+        config = self.config
+        details = None
+        if config.price is None:
+            cost = self._reported_cost(response.get("headers") or {})
+        else:
+            header_cost = (self._reported_cost(response.get("headers") or {})
+                           if config.cost_header else None)
+            breakdown = config.price.compute(entry, header_cost=header_cost,
+                                             max_cost=config.max_cost)
+            cost, details = breakdown.cost, breakdown.components
         try:
             await self.engine.settle(hold["id"], hold["wallet"], cost,
-                                     status=response.get("status"))
+                                     status=response.get("status"), details=details)
         except RedisUnavailable as exc:
             self._outage.error(f"credits: settle of request {hold['id']} failed; the "
                                f"forwarder settles its hold at the estimate: {exc}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .errors import InvalidInput
@@ -12,6 +12,11 @@ __all__ = ["MalformedEvent", "RatedEvent", "rfc3339"]
 
 _REQUIRED = ("event_id", "wallet", "cost", "timestamp")
 _TEXT = ("consumer", "route", "service", "method", "path")
+_DETAILS = ("parent_cost", "overage", "price_request", "price_request_kb", "price_response_kb",
+            "price_seconds", "price_header", "request_bytes", "response_bytes", "proxy_ms")
+"""Optional integer fields passed on to billing backends when present: what a parent paid,
+what was served on credit (overage, to invoice), a computed price's components and what it
+measured (plans.lua, price.py)."""
 
 
 class MalformedEvent(InvalidInput):
@@ -52,6 +57,8 @@ class RatedEvent:
     """Settled events only: the credits held at authorize."""
     status: int | None = None
     """Settled events only: the upstream's HTTP status."""
+    details: dict[str, int] = field(default_factory=dict)
+    """The `_DETAILS` fields the entry has, e.g. {"overage": 3, "price_response_kb": 2}."""
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> RatedEvent:
@@ -64,6 +71,7 @@ class RatedEvent:
             cost=_integer(fields, "cost"), timestamp_ms=_integer(fields, "timestamp"),
             reserved=_optional_integer(fields, "reserved"),
             status=_optional_integer(fields, "status"),
+            details={name: _integer(fields, name) for name in _DETAILS if fields.get(name)},
             **{name: fields.get(name, "") for name in _TEXT},
         )
 
@@ -75,4 +83,5 @@ class RatedEvent:
             props["reserved"] = self.reserved
         if self.status is not None:
             props["status"] = self.status
+        props.update(self.details)
         return props

@@ -42,7 +42,7 @@ from redis import exceptions as errors
 from .errors import InvalidInput
 from .redis_url import CLIENT_CERT_HINT, RedisLocation, parse_redis_url
 
-__all__ = ["NoReplicasError", "RedisLane", "Script", "command", "wait_command"]
+__all__ = ["LaneCounts", "NoReplicasError", "RedisLane", "Script", "command", "wait_command"]
 
 Arg: TypeAlias = bytes | str | int
 Reply: TypeAlias = Any  # bytes | int | None | list[Reply]: RESP2 as hiredis parses it
@@ -74,6 +74,23 @@ def _error(reply: errors.ResponseError) -> errors.RedisError:
         return kind(message)
     except ValueError:  # a MOVED or ASK whose address redis-py cannot parse: as it came
         return reply
+
+
+class LaneCounts:
+    """What lanes count for the plugin server's metrics: events that happen now and then
+    (a reconnect, a redirection, a refresh of where Redis is), never once per call. Lanes
+    built with the same LaneCounts (every node of a cluster lane) add to it together."""
+
+    __slots__ = ("asked", "moved", "reconnects", "refreshes")
+
+    def __init__(self) -> None:
+        self.reconnects = 0
+        """Connections opened again after one of the same lane slot was lost or dropped."""
+        self.moved = 0
+        self.asked = 0
+        """MOVED and ASK answers a cluster lane followed."""
+        self.refreshes: dict[str, int] = {}
+        """Refreshes of where Redis is, by kind: `slot_map` (cluster), `sentinel`."""
 
 
 _PLAIN = frozenset((bytes, str, int))
@@ -288,6 +305,7 @@ class RedisLane:
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 0.25, connect_timeout_s: float = 0.5,
         reconnect_backoff_s: float = 0.5, connections: int = 1,
+        counts: LaneCounts | None = None,
     ) -> None:
         if connections < 1 or timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError("connections, timeout_s and connect_timeout_s must be positive")
@@ -308,6 +326,8 @@ class RedisLane:
             # fails the connect (with its backoff and a hint) instead of a caller's command.
             self._handshake = [_encode(("PING",))]
         self._conns: list[_Connection | None] = [None] * connections
+        self._opened = [False] * connections  # a slot that had a connection reconnects
+        self.counts = counts or LaneCounts()
         self._waits: weakref.WeakKeyDictionary[_Connection, _WaitGroup] = (
             weakref.WeakKeyDictionary())  # evalsha_then_wait's WAITs, per connection
         self._locks = [asyncio.Lock() for _ in range(connections)]
@@ -445,6 +465,9 @@ class RedisLane:
             conn = self._conns[slot]
             if conn is None or not conn.usable:
                 conn = self._conns[slot] = await self._connect()
+                if self._opened[slot]:
+                    self.counts.reconnects += 1
+                self._opened[slot] = True
         return conn
 
     async def _connect(self) -> _Connection:

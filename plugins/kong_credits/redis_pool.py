@@ -51,7 +51,7 @@ class EngineCache:
             bound_s = 2 * timeout_s
             # A connect fits in one timeout, so the first call (connect, then reply) does too.
             lane = lane_from_url(redis_url, timeout_s=timeout_s,
-                                 connect_timeout_s=min(timeout_s, 1.0))
+                                 connect_timeout_s=min(timeout_s, 1.0), counts=METRICS.lanes)
             if wait_replicas:  # WAIT behind each script call, same round trip
                 lane = ReplicaWait(lane, wait_replicas, wait_timeout_ms,
                                    where=mask_url(redis_url))

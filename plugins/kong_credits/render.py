@@ -1,8 +1,10 @@
 """config/pricing.yaml -> the `credits` / `credits-metered` plugin entries of a Kong
-declarative config: a route priced with `cost_header` gets `credits-metered`."""
+declarative config: a route priced with `cost_header` or `price` gets `credits-metered`.
+(Its `plans` section is for wallets, not Kong: plans.py reads it.)"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ HEADER = ("# Kong declarative config (DB-less). The `credits` and `credits-meter
 
 def plugin_name(config: Mapping[str, Any]) -> str:
     """The plugin a route's price needs: `credits-metered` for a price known after the
-    response (`cost_header`), else `credits`."""
-    return PLUGIN_NAMES[1] if "cost_header" in config else PLUGIN_NAMES[0]
+    response (`cost_header`, `price`), else `credits`."""
+    return PLUGIN_NAMES[1] if "cost_header" in config or "price" in config else PLUGIN_NAMES[0]
 
 
 def load_pricing(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -35,7 +37,7 @@ def load_pricing(path: str | Path) -> dict[str, dict[str, Any]]:
     if not isinstance(doc, Mapping) or not isinstance(doc.get("routes"), Mapping):
         raise InvalidInput(f"{path}: expected a mapping with a `routes` mapping")
     defaults = doc.get("defaults") or {}
-    unknown_top = set(doc) - {"defaults", "routes"}
+    unknown_top = set(doc) - {"defaults", "routes", "plans"}
     if unknown_top:
         raise InvalidInput(f"{path}: unknown top-level keys {sorted(unknown_top)}")
     prices: dict[str, dict[str, Any]] = {}
@@ -71,7 +73,8 @@ def render(declarative: dict[str, Any], prices: Mapping[str, Mapping[str, Any]])
                 raise InvalidInput(f"move the credits plugin of {holder.get('name')!r} to the "
                                    "top-level plugins list, where render-config manages it")
     others = [p for p in declarative.get("plugins") or [] if p.get("name") not in PLUGIN_NAMES]
-    priced = [{"name": plugin_name(config), "route": route, "config": dict(config)}
+    # deep copies: a shared default (rate_limit) would be written as a YAML anchor and alias
+    priced = [{"name": plugin_name(config), "route": route, "config": copy.deepcopy(config)}
               for route, config in sorted(prices.items())]
     return {**declarative, "plugins": others + priced}
 

@@ -15,6 +15,7 @@ from .engine import PERIOD_SECONDS, AbuseDetection, RateLimit
 from .errors import InvalidInput
 from .kong_schema import validate
 from .money import MAX_AMOUNT
+from .price import Price
 from .redis_url import parse_redis_url
 
 __all__ = ["DEFAULT_REDIS_URL", "REDIS_URL_ENV", "PluginConfig",
@@ -32,6 +33,16 @@ def default_redis_url() -> str:
     return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
 
 
+_PRICE_PARTS = {
+    "per_request": "Credits per request.",
+    "per_kb_request": "Credits per KB (1024 bytes) of request (request.size, headers "
+                      "included), rounded up.",
+    "per_kb_response": "Credits per KB (1024 bytes) of response (response.size, headers "
+                       "included), rounded up.",
+    "per_second": "Credits per second of upstream time (latencies.proxy), rounded up.",
+}
+
+
 def _price_fields(metered: bool) -> list[dict[str, Any]]:
     if not metered:
         return [{"cost": {
@@ -46,14 +57,34 @@ def _price_fields(metered: bool) -> list[dict[str, Any]]:
                            "price (at least 1: a zero estimate would hold nothing).",
         }},
         {"cost_header": {
-            "type": "string", "required": True, "len_min": 1,
+            "type": "string", "required": False, "len_min": 1,
             "description": "Upstream response header with the actual credits used, settled "
-                           "in the log phase; missing or not a whole number: the estimate.",
+                           "in the log phase; missing or not a whole number: the estimate. "
+                           "This, price, or both.",
+        }},
+        {"price": {
+            "type": "record", "required": False,
+            "description": "A price from what the request consumed (kong.log.serialize): "
+                           "per_request + per KB of request and of response + per second of "
+                           "upstream time, each part rounded up to whole credits; added to "
+                           "the cost_header's credits when both are set (README: The price "
+                           "formula). This, cost_header, or both.",
+            "fields": [
+                *({name: {"type": "integer", "default": 0, "between": [0, MAX_AMOUNT],
+                          "required": True, "description": description}}
+                  for name, description in _PRICE_PARTS.items()),
+                {"status_free": {
+                    "type": "array", "default": [], "required": True,
+                    "elements": {"type": "integer", "between": [100, 599]},
+                    "description": "Response statuses charged 0 (e.g. 500, 502, 503, 504 so "
+                                   "that customers do not pay for errors).",
+                }},
+            ],
         }},
         {"max_cost": {
             "type": "integer", "required": False, "between": [1, MAX_AMOUNT],
-            "description": "The most one request is settled at; a larger reported price is "
-                           "clamped (and logged). Unset: 10 x cost.",
+            "description": "The most one request is settled at; a larger price is clamped "
+                           "(and logged when the header reported it). Unset: 10 x cost.",
         }},
     ]
 
@@ -165,7 +196,9 @@ class PluginConfig:
 
     cost: int
     cost_header: str | None
-    """credits-metered only: the header the price is settled from (None: priced at access)."""
+    """credits-metered only: the header the price is settled from (None: not read)."""
+    price: Price | None
+    """credits-metered only: the price from what the request consumed (None: none)."""
     max_cost: int
     """The most a settle may charge (credits-metered): max_cost, else 10 x cost."""
     record_request: bool
@@ -196,9 +229,12 @@ def parse_config(raw: dict[str, Any], *, metered: bool = False) -> PluginConfig:
     fields = plugin_schema(metered=metered)
     own = {k: v for k, v in raw.items() if k not in KONG_KEYS and not k.startswith("__")}
     config, errors = validate(fields, own)
+    name = "credits-metered" if metered else "credits"
     if errors:
-        name = "credits-metered" if metered else "credits"
         raise InvalidInput(f"invalid {name} config: " + "; ".join(map(str, errors)))
+    if metered and not config.get("cost_header") and not config.get("price"):
+        raise InvalidInput(f"invalid {name} config: set cost_header, price, or both (what "
+                           "the request is settled at)")
     redis_url = _redis_url(config.get("redis_url"), "credits-metered" if metered else "credits")
     limits = config.get("rate_limit") or {}
     abuse = config.get("abuse_detection")
@@ -206,6 +242,7 @@ def parse_config(raw: dict[str, Any], *, metered: bool = False) -> PluginConfig:
     return PluginConfig(
         cost=config["cost"],
         cost_header=config.get("cost_header"),
+        price=Price.from_config(config["price"]) if config.get("price") else None,
         max_cost=config.get("max_cost") or min(10 * config["cost"], MAX_AMOUNT),
         record_request=config["record_request"],
         limits=tuple(RateLimit(PERIOD_SECONDS[p], n) for p, n in limits.items() if n),

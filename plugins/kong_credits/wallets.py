@@ -17,6 +17,7 @@ from .errors import InvalidInput
 from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
 from .names import parse_grant_id, parse_wallet
+from .plans import last_renewal, renew
 from .voids import Void, void_grant
 
 __all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "Void", "WalletView", "balance",
@@ -156,23 +157,21 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def balance(client: redis.Redis, wallet: str) -> WalletView:
+def balance(client: redis.Redis, wallet: str, *, now_ms: int = 0) -> WalletView:
     """The wallet's balance and grants, read in one MULTI so they agree with each other.
 
-    A grant past its expiry counts as expired here even before the next charge sweeps it.
+    A read in a new period of the wallet's plan materialises it first (plans.renew, one
+    script call). A grant past its expiry counts as expired here even before the next charge
+    sweeps it. `now_ms` 0: Redis's clock (the renewal script reads it).
     """
     keys = WalletKeys(parse_wallet(wallet))
-    cluster = isinstance(client, redis.RedisCluster)  # TIME has no slot: asked on its own
+    now_ms = renew(client, keys.wallet, now_ms=now_ms)
     pipe = client.pipeline(transaction=True)
-    if not cluster:
-        pipe.time()
     pipe.hgetall(keys.state)
     pipe.hgetall(keys.grants)
     pipe.hgetall(keys.remaining)
     pipe.hgetall(keys.voids)
-    *read, state, records, remaining, voids = pipe.execute()
-    server_time = client.time() if cluster else read[0]
-    now_ms = server_time[0] * 1000 + server_time[1] // 1000
+    state, records, remaining, voids = pipe.execute()
     state = {_text(k): _text(v) for k, v in state.items()}
     left_by_id = {_text(k): max(int(v), 0) for k, v in remaining.items()}
     voided_by_id = {_text(k): int(v) for k, v in voids.items()}
@@ -195,6 +194,9 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
             expires_at=_iso(expires), created_at=_iso(record.get("created_at_ms")),
             status=status, voided=voided_by_id.get(gid, 0),
         ))
+    for plan_grant in _plan_grants(state, left_by_id, now_ms):
+        grants.append(plan_grant)
+        live_total += plan_grant.remaining if plan_grant.status == "live" else 0
     grants.sort(key=lambda g: (g.status != "live", g.priority, g.expires_at or "~",
                                g.created_at or ""))
     def count(field: str) -> int:
@@ -223,6 +225,27 @@ def balance(client: redis.Redis, wallet: str) -> WalletView:
         projected_empty_at=_iso(now_ms + seconds * 1000) if seconds is not None else None,
         abuse_suspected=count("abuse_active") == 1,
     )
+
+
+def _plan_grants(state: dict[str, Any], left_by_id: dict[str, int],
+                 now_ms: int) -> list[Grant]:
+    """The grants of the plan's last renewal (plans.lua keeps them out of the grants HASH,
+    which the hot path's scripts do not open): the allowance and what rolled over."""
+    last = last_renewal(state)
+    if last is None:
+        return []
+    expires = int(state["plan_end"])
+    found = []
+    for gid, amount in ((f"rollover#{last['seq']}", last["rollover"]),
+                        (f"plan#{last['seq']}", last["allowance"])):
+        if not amount:
+            continue
+        left = left_by_id.get(gid, 0)
+        status = "expired" if expires <= now_ms else ("live" if left else "exhausted")
+        found.append(Grant(id=gid, amount=amount, remaining=left, priority=last["priority"],
+                           expires_at=_iso(expires), created_at=_iso(last["start"]),
+                           status=status))
+    return found
 
 
 def burn_rate(state: dict[str, Any], now_ms: int) -> float | None:

@@ -121,13 +121,13 @@ def test_every_error_is_reported() -> None:
     with pytest.raises(DeclarativeError) as caught:
         parse_declarative("""
 _format_version: "2.1"
-upstreams: []
+upstreams: [{name: u}]
 services:
   - name: s
     host: example.test
     routes:
       - name: r
-        paths: ["~/regex$"]
+        paths: ["relative", "~/unclosed($"]
   - name: no-host
 plugins:
   - name: credits
@@ -138,7 +138,9 @@ consumers:
     text = str(caught.value)
     for fragment in ('_format_version: expected "3.0"', "upstreams: not supported",
                      "services[2]: host: required field missing",
-                     "regex paths", "plugins[1]: route: no route named or with id 'missing'",
+                     "'relative': expected a path starting with / or a regex path",
+                     "'~/unclosed($': invalid regex",
+                     "plugins[1]: route: no route named or with id 'missing'",
                      "consumers[1]: at least one of these fields must be non-empty"):
         assert fragment in text
 

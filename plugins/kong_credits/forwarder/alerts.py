@@ -28,7 +28,8 @@ __all__ = ["SIGNATURE_HEADER", "Alert", "WebhookSink", "sign", "verify_signature
 SIGNATURE_HEADER = "Kong-Credits-Signature"
 DEFAULT_TOLERANCE_S = 300
 _INTEGER_FIELDS = {"balance", "granted", "threshold_pct", "limit", "spent", "rate_per_minute",
-                   "throttle_per_minute"}
+                   "throttle_per_minute", "allowance", "rollover", "period_start", "period_end",
+                   "threshold", "projected"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Supported: `_format_version: "3.0"`; `services` (url, or protocol/host/port/path
 `routes` and `plugins`; top-level `routes` (with `service` by name or id); `consumers`
 (username, custom_id, tags, nested `keyauth_credentials` and `plugins`); top-level
 `keyauth_credentials`; top-level `plugins` scoped with `route`/`service`/`consumer` by name or
-id. Anything else (upstreams, certificates, regex paths, ...) is refused with a clear error
+id; regex paths (`~/a/(?<id>[^/]+)$`, as decK writes them) with `regex_priority`. Anything
+else (upstreams, certificates, ...) is refused with a clear error
 rather than silently ignored: a host that quietly routes differently from Kong is worse than
 none. Plugin configs are checked against plugin schemas later (`validate_plugins`), once the
 plugin server has told their schemas.
@@ -12,6 +13,7 @@ plugin server has told their schemas.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,12 +25,12 @@ import yaml
 
 from .. import kong_schema
 from .entities import Consumer, KeyAuthCredential, PluginEntity, Route, Service, entity_id
-from .router import Router
+from .router import Router, regex_path
 
 __all__ = ["DeclarativeConfig", "DeclarativeError", "load_declarative", "parse_declarative"]
 
 _TOP_LEVEL = {"_format_version", "_transform", "_comment", "_workspace", "services", "routes",
-              "consumers", "plugins", "keyauth_credentials"}
+              "consumers", "plugins", "keyauth_credentials", "upstreams"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -135,6 +137,9 @@ class _Parser:
         version = str(self.data.get("_format_version", ""))
         if version not in ("3.0", "3.0.0"):
             self.errors.append(f"_format_version: expected \"3.0\", got {version!r}")
+        if self.data.get("upstreams"):
+            self.errors.append("upstreams: not supported by the kong-credits host (an empty "
+                               "list, as decK writes for specs with one server, is)")
         for key in self.data:
             if key not in _TOP_LEVEL:
                 self.errors.append(f"{key}: not supported by the kong-credits host")
@@ -247,9 +252,14 @@ class _Parser:
         name = item.get("name")
         paths = tuple(item.get("paths") or ())
         for path in paths:
-            if not isinstance(path, str) or not path.startswith("/"):
-                self.errors.append(f"{where}: paths: {path!r}: regex paths (~) and paths not "
-                                   "starting with / are not supported by the host")
+            if not isinstance(path, str) or not path.startswith(("/", "~/")):
+                self.errors.append(f"{where}: paths: {path!r}: expected a path starting with "
+                                   "/ or a regex path starting with ~/")
+            elif path.startswith("~"):
+                try:
+                    regex_path(path)
+                except re.error as exc:
+                    self.errors.append(f"{where}: paths: {path!r}: invalid regex: {exc}")
         methods = tuple(str(m).upper() for m in item.get("methods") or ())
         hosts = tuple(str(h) for h in item.get("hosts") or ())
         if not (paths or methods or hosts):
@@ -262,6 +272,7 @@ class _Parser:
             id=route_id, name=name, service_id=service_id, paths=paths, methods=methods,
             hosts=hosts, strip_path=bool(item.get("strip_path", True)),
             preserve_host=bool(item.get("preserve_host", False)),
+            regex_priority=int(item.get("regex_priority") or 0),
             protocols=tuple(item.get("protocols") or ("http", "https")),
             tags=self._tags(item), created_at=self.now,
         )

@@ -3,12 +3,16 @@
 Priority (`get_priority` in `kong/router/transform.lua`): first the number of criteria a route
 uses (methods, hosts, paths; headers/snis are not supported here), then plain hosts over
 wildcard hosts, then the length of the matched prefix path; ties go to the route declared first.
-Paths are plain prefixes: `/foo` matches `/foo`, `/foo/bar` and `/foobar`, as in Kong;
+Plain paths are prefixes: `/foo` matches `/foo`, `/foo/bar` and `/foobar`, as in Kong; a
+regex path (`~/items/(?<id>[^/]+)$`) matches from the start of the path, and a route with one
+ranks above plain-prefix routes, by `regex_priority`;
 the upstream path follows `path_handling` v0 (Kong's default).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +29,16 @@ class RouteMatch:
     upstream_path: str
 
 
+@functools.lru_cache(maxsize=1024)
+def regex_path(path: str) -> re.Pattern[str]:
+    """A Kong regex path (`~` + PCRE, anchored at the start) as a Python pattern: PCRE's
+    `(?<name>...)` capture is Python's `(?P<name>...)`. Raises re.error when invalid."""
+    return re.compile(_PCRE_CAPTURE.sub("(?P<", path[1:]))
+
+
+_PCRE_CAPTURE = re.compile(r"\(\?<(?![=!])")
+
+
 class Router:
     """Finds the route for a request; built once per loaded declarative config."""
 
@@ -33,7 +47,7 @@ class Router:
         self._services = services
 
     def match(self, method: str, path: str, host: str | None = None) -> RouteMatch | None:
-        best: tuple[tuple[int, int, int], int, Route, str | None] | None = None
+        best: tuple[tuple[int, ...], int, Route, str | None] | None = None
         for index, route in enumerate(self._routes):
             if route.methods and method.upper() not in route.methods:
                 continue
@@ -41,11 +55,15 @@ class Router:
                 continue
             weight = sum(1 for criteria in (route.methods, route.hosts, route.paths) if criteria)
             plain_hosts = int(bool(route.hosts) and not any("*" in h for h in route.hosts))
-            prefixes = [p for p in route.paths if path.startswith(p)] if route.paths else [None]
+            prefixes = _matched_prefixes(route, path) if route.paths else [None]
             if not prefixes:
                 continue
+            regex = int(any(p.startswith("~") for p in route.paths))
             for prefix in prefixes:
-                key = (weight, plain_hosts, len(prefix or ""))
+                # Kong's get_priority: a route with a regex path ranks above plain prefixes,
+                # then by regex_priority; plain prefixes by length.
+                key = (weight, plain_hosts, regex, route.regex_priority if regex else 0,
+                       0 if regex else len(prefix or ""))
                 if best is None or key > best[0] or (key == best[0] and index < best[1]):
                     best = (key, index, route, prefix)
         if best is None:
@@ -53,6 +71,19 @@ class Router:
         _, _, route, prefix = best
         service = self._services.get(route.service_id) if route.service_id else None
         return RouteMatch(route, service, prefix, upstream_path(route, service, path, prefix))
+
+
+def _matched_prefixes(route: Route, path: str) -> list[str]:
+    """The part of `path` each route path matches: a plain prefix, or a regex's match."""
+    matched = []
+    for route_path in route.paths:
+        if route_path.startswith("~"):
+            found = regex_path(route_path).match(path)
+            if found:
+                matched.append(found.group(0))
+        elif path.startswith(route_path):
+            matched.append(route_path)
+    return matched
 
 
 def _host_matches(hosts: Sequence[str], host: str | None) -> bool:

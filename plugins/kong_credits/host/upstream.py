@@ -70,5 +70,8 @@ def point_services_at(declarative: dict[str, Any], base_url: str) -> dict[str, A
         if "url" in service:
             path = urlsplit(service["url"]).path
             service = {**service, "url": urlunsplit((base.scheme, base.netloc, path, "", ""))}
+        elif "host" in service:  # protocol/host/port/path, as decK writes services
+            service = {**service, "protocol": base.scheme, "host": base.hostname,
+                       "port": base.port}
         services.append(service)
     return {**declarative, "services": services}

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import click
+from prometheus_client import CollectorRegistry
 
 from .. import __version__
-from ..pluginserver_metrics import METRICS
+from ..errors import InvalidSetting
+from ..pluginserver_metrics import METRICS, WorkerSums, serve
 from .errors import PluginLoadError, PluginServerError
 from .loader import load_plugins
 from .rpc import PluginServer
@@ -122,8 +126,9 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         "--metrics-port",
         type=click.IntRange(min=0, max=65535),
         default=None,
-        help="Serve Prometheus metrics (decisions, Redis latency and errors, events in "
-        "flight) on this port, at --metrics-host; 0 picks a free port. Needs --workers 1.",
+        help="Serve Prometheus metrics (decisions, Redis latency and errors, cluster "
+        "redirections, reconnects, events in flight) on this port, at --metrics-host; 0 "
+        "picks a free port. With several --workers: their sum, at most 1 s behind.",
     )
     @click.option(
         "--metrics-host",
@@ -172,6 +177,8 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         try:
             plugins = load_plugins(directories, modules)
         except PluginLoadError as exc:
+            if isinstance(exc.__cause__, InvalidSetting):  # $KONG_CREDITS_SHARDS
+                raise _UnusableSetting(str(exc.__cause__)) from None
             raise click.ClickException(str(exc)) from exc
         if dump_all:
             if first is not None:
@@ -189,31 +196,49 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         if not os.path.isdir(prefix):
             raise click.ClickException(f"path {prefix} doesn't exist, can't create the socket")
         workers = workers or default_workers()
-        if metrics_port is not None and workers != 1:
-            raise click.UsageError(
-                f"--metrics-port needs --workers 1 (got {workers}): each worker process counts "
-                "apart and there is no aggregation across them yet")
+        with contextlib.ExitStack() as cleanup:
+            # --workers N: each worker publishes its counts here, the parent sums them.
+            published = (cleanup.enter_context(tempfile.TemporaryDirectory(
+                prefix="kong-credits-metrics-")) if metrics_port is not None and workers > 1
+                else None)
 
-        def make_rpc() -> PluginServer:
-            server = PluginServer(plugins, event_timeout_s=event_timeout)
-            METRICS.watch_events(server.events)
-            return server
+            def make_rpc() -> PluginServer:
+                server = PluginServer(plugins, event_timeout_s=event_timeout)
+                METRICS.watch_events(server.events)
+                if published is not None:  # in a worker process, just forked
+                    METRICS.publish(published)
+                return server
 
-        if metrics_port is not None:
+            if metrics_port is not None:
+                _serve_metrics(metrics_port, metrics_host, published)
             try:
-                port, _stop = METRICS.serve(metrics_port, metrics_host)
-            except OSError as exc:
-                raise click.ClickException(
-                    f"can't serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
-            logging.getLogger("kong_credits.pluginserver").info(
-                "metrics on http://%s:%d/metrics", metrics_host, port)
-        try:
-            run_workers(make_rpc, os.path.join(prefix, socket_name), workers=workers,
-                        backlog=listen_queue_size)
-        except PluginServerError as exc:
-            raise click.ClickException(str(exc)) from exc
+                run_workers(make_rpc, os.path.join(prefix, socket_name), workers=workers,
+                            backlog=listen_queue_size)
+            except PluginServerError as exc:
+                raise click.ClickException(str(exc)) from exc
 
     return pluginserver
+
+
+class _UnusableSetting(click.ClickException):
+    """One line and exit 2, as launch.py answers an unusable setting for every command."""
+
+    exit_code = 2
+
+
+def _serve_metrics(port: int, host: str, published: str | None) -> None:
+    """/metrics of this process's METRICS, or with workers the sum of what they publish."""
+    if published is None:
+        registry = METRICS.registry
+    else:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(WorkerSums(published))
+    try:
+        bound, _stop = serve(registry, port, host)
+    except OSError as exc:
+        raise click.ClickException(f"can't serve metrics on {host}:{port}: {exc}") from exc
+    logging.getLogger("kong_credits.pluginserver").info(
+        "metrics on http://%s:%d/metrics", host, bound)
 
 
 def _configure_logging(verbose: int) -> None:

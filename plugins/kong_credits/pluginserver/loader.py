@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..errors import InvalidSetting
 from .errors import PluginLoadError
 
 __all__ = ["PHASES", "PluginModule", "import_plugin", "load_directory", "load_file", "load_plugins"]
@@ -97,7 +98,8 @@ def load_directory(directory: str | os.PathLike[str]) -> list[PluginModule]:
     """Every `*.py` in directory, sorted by name, skipping `_`-prefixed files and directories.
 
     As kong-pdk does, a file that fails to load is logged and skipped, so one broken file does
-    not take the others down (Kong then reports the missing plugin by name).
+    not take the others down (Kong then reports the missing plugin by name); but an unusable
+    deployment setting (InvalidSetting) stops the load: no plugin of ours could run.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -109,6 +111,8 @@ def load_directory(directory: str | os.PathLike[str]) -> list[PluginModule]:
         try:
             plugins.append(load_file(path))
         except PluginLoadError as exc:
+            if isinstance(exc.__cause__, InvalidSetting):  # every plugin would fail alike
+                raise
             logger.warning("%s", exc)
     return plugins
 

@@ -1,4 +1,5 @@
-"""The Lua scripts, as package data: each is sent with wallet.lua, its shared functions."""
+"""The Lua scripts, as package data: each is sent with wallet.lua and plans.lua, the
+functions they share."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 
-__all__ = ["LuaScript", "load"]
+__all__ = ["SHARED", "LuaScript", "load"]
+
+SHARED = ("wallet", "plans")
+"""The files sent before every script, in this order (plans.lua uses wallet.lua's functions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +28,7 @@ class LuaScript:
 
 @cache
 def load(name: str) -> LuaScript:
-    """`name`.lua preceded by wallet.lua (the functions every script shares)."""
+    """`name`.lua preceded by wallet.lua and plans.lua (the functions every script shares)."""
     here = files(__package__)
-    shared = here.joinpath("wallet.lua").read_text()
+    shared = "\n".join(here.joinpath(f"{part}.lua").read_text() for part in SHARED)
     return LuaScript(name, shared + "\n" + here.joinpath(f"{name}.lua").read_text())

@@ -54,7 +54,7 @@ if hold_ms > 0 and redis.call('EXISTS', KEYS[13]) == 1 then
   return redis.error_reply('ERR request ' .. request_id .. ' already holds credits')
 end
 
-local own, parent, finish = open_family(ARGV[6], ARGV[12], now)
+local own, parent, finish = open_family(ARGV[6], ARGV[12], now, alerts)
 
 -- Burn-rate baseline: fold each finished minute into an exponentially weighted moving
 -- average (minutes under suspicion are left out, so abuse never becomes the new normal).
@@ -181,6 +181,13 @@ end
 --    below zero, and is never stopped by a cap).
 local from_own = math.min(cost, math.max(spendable(own), 0))
 local from_parent = cost - from_own
+-- Overage (plans.lua): what neither the wallet nor its parent covers is served on credit when
+-- the wallet's overage allowance for the period holds it.
+local overage = 0
+if from_parent > 0 and own.f.overage_max then
+  overage = plan_tools().overage_needed(own, from_parent, room)
+  from_parent = from_parent - overage
+end
 local reason = ''
 if cost > 0 then
   if from_parent > 0 and (not parent or from_parent > math.max(spendable(parent), 0)) then
@@ -216,6 +223,7 @@ if reason ~= '' then
 end
 
 -- 3. Admitted: take rate-limit capacity, charge, record, alert.
+local own_before, parent_before = spendable(own), parent and spendable(parent)  -- plans.lua
 for _, w in ipairs(windows) do
   -- A new bucket sets the window's time to live: the key outlives its newest bucket.
   if redis.call('HINCRBY', w[1], w[2], 1) == 1 then
@@ -229,6 +237,9 @@ if from_own > 0 then
 end
 if from_parent > 0 then
   burn(parent, from_parent, burned_parent)
+end
+if overage > 0 then
+  plan_tools().take_overage(own, overage, request_id)
 end
 for _, p in ipairs(PERIODS) do
   if from_own > 0 then
@@ -264,6 +275,10 @@ if cost > 0 then
   if from_parent > 0 then
     alert_charged(parent)
   end
+  balance_alerts(alerts, request_id, own, own_before)  -- plans.lua
+  if from_parent > 0 then
+    balance_alerts(alerts, request_id, parent, parent_before)
+  end
 end
 
 local balance = reported - cost
@@ -272,6 +287,9 @@ if hold_ms > 0 then
     'parent_burned', table.concat(burned_parent, ';'), 'from_parent', fmt(from_parent),
     'wallet', ARGV[6], 'parent', ARGV[12], 'consumer', ARGV[7], 'route', ARGV[8],
     'service', ARGV[9], 'method', ARGV[10], 'path', ARGV[11], 'timestamp', own.now_s)
+  if overage > 0 then  -- plans.lua: what a lower settle gives back first
+    redis.call('HSET', KEYS[13], 'overage', fmt(overage))
+  end
   redis.call('PEXPIRE', KEYS[13], hold_ms + LAPSED_HOLD_KEPT_MS)
   redis.call('ZADD', KEYS[16], now + hold_ms, request_id)
   ledger_add(own, 'hold', request_id, -from_own, spendable(own))
@@ -282,6 +300,9 @@ else
   if from_parent > 0 then
     event[#event + 1], event[#event + 2] = 'parent', ARGV[12]
     event[#event + 1], event[#event + 2] = 'parent_cost', fmt(from_parent)
+  end
+  if overage > 0 then  -- plans.lua: served on credit, to be invoiced
+    event[#event + 1], event[#event + 2] = 'overage', fmt(overage)
   end
   redis.call('XADD', KEYS[11], '*', unpack(event))
   ledger_add(own, 'charge', request_id, -from_own, spendable(own))

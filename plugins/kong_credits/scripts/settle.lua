@@ -5,6 +5,7 @@
 --   13 alerts  14 open holds of the shard
 -- ARGV: 1 request id  2 actual cost (credits)  3 now ms (0 = server time)  4 answer ttl ms
 --   5 HTTP status of the response ("" when unknown)  6 the wallet that holds (KEYS 1-5)
+--   7.. name, value pairs added to the event (a computed price's components: price.py)
 -- Reply: {status, cost, balance, unpaid, replayed}: status 200 settled, 404 no such hold
 --   (never held, lapsed, or settled longer ago than the answer ttl). A hold of another
 --   wallet is an error, before anything is written: KEYS 1-10 are the caller's wallet's.
@@ -38,7 +39,7 @@ if h.settled then
 end
 
 redis.call('ZREM', KEYS[14], request_id)
-local own, parent, finish = open_family(h.wallet or '', h.parent or '', now)
+local own, parent, finish = open_family(h.wallet or '', h.parent or '', now, alerts)
 if #hold == 0 then
   return finish({404, actual, spendable(own), 0, 0})
 end
@@ -52,6 +53,14 @@ end
 
 local reserved, from_parent = tonumber(h.reserved), tonumber(h.from_parent or '0')
 local from_own = reserved - from_parent
+local own_before = spendable(own)  -- plans.lua
+-- Overage (plans.lua): a price below the hold gives back the overage it held first.
+local held_overage = tonumber(h.overage or '0')
+if actual < reserved and held_overage > 0 then
+  local back = math.min(reserved - actual, held_overage)
+  plan_tools().give_back_overage(own, back, request_id)
+  held_overage, reserved = held_overage - back, reserved - back
+end
 local unpaid = 0
 if actual < reserved then
   local back = reserved - actual
@@ -91,6 +100,12 @@ elseif actual > reserved then
   if parent then
     alert_thresholds(alerts, request_id, parent)
   end
+  -- plans.lua: unpaid extra of a wallet that allows overage is overage; balance alerts.
+  if unpaid > 0 and own.f.overage_max then
+    plan_tools().count_overage(own, unpaid)
+    held_overage = held_overage + unpaid
+  end
+  balance_alerts(alerts, request_id, own, own_before)
 end
 
 local balance = spendable(own)
@@ -99,6 +114,12 @@ local event = {'event_id', request_id, 'wallet', h.wallet, 'consumer', h.consume
   'cost', fmt(actual), 'timestamp', h.timestamp, 'reserved', h.reserved, 'status', ARGV[5]}
 if parent then
   event[#event + 1], event[#event + 2] = 'parent', h.parent
+end
+if held_overage > 0 then  -- plans.lua: served on credit, to be invoiced
+  event[#event + 1], event[#event + 2] = 'overage', fmt(held_overage)
+end
+for i = 7, #ARGV do  -- price.py: the price's components
+  event[#event + 1] = ARGV[i]
 end
 redis.call('XADD', KEYS[11], '*', unpack(event))
 ledger_add(own, 'settle', request_id, reserved - actual, balance)

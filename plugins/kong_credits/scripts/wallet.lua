@@ -41,6 +41,10 @@ local PERIODS = {
 
 local format = string.format
 
+-- Plans (plans.lua, sent after this file): the renewal open_wallet runs when a wallet's paid
+-- period has ended. Declared here so that open_wallet can call it.
+local renew_plan
+
 local function fmt(n)
   return format('%d', n)
 end
@@ -145,7 +149,8 @@ local function note_expiry(w, expires)
 end
 
 -- Open a wallet from 5 consecutive KEYS (state, remaining, burn, expiry, ledger) at `first`.
-local function open_wallet(name, first, now)
+-- With `alerts` (the shard's alert stream), a plan whose period ended is renewed now.
+local function open_wallet(name, first, now, alerts)
   local w = {name = name, state = KEYS[first], remaining = KEYS[first + 1],
              burn = KEYS[first + 2], expiry = KEYS[first + 3], ledger = KEYS[first + 4],
              now = now, now_s = fmt(now), f = {}, dirty = {}}
@@ -153,7 +158,8 @@ local function open_wallet(name, first, now)
   local f = w.f
   for i = 1, #flat, 2 do
     local field = flat[i]
-    f[field] = field == 'thresholds' and flat[i + 1] or tonumber(flat[i + 1])
+    local value = flat[i + 1]
+    f[field] = tonumber(value) or value  -- text fields: thresholds, plan, plan_last
   end
   local soonest = num(w, 'next_expiry')
   if soonest > 0 and soonest <= now then
@@ -173,6 +179,10 @@ local function open_wallet(name, first, now)
       put(w, 'drawn_month', 0)
     end
   end
+  -- One table look-up for a wallet without a plan; one comparison for one with a plan.
+  if f.plan and alerts and now >= num(w, 'plan_end') and name ~= '' then
+    renew_plan(w, alerts)
+  end
   return w
 end
 
@@ -190,10 +200,10 @@ local function save(w)
 end
 
 -- Open a wallet (KEYS 1-5) and its parent (KEYS 6-10) unless `parent_name` is ''; the
--- returned `finish(reply)` writes both back and returns the reply.
-local function open_family(name, parent_name, now)
-  local own = open_wallet(name, 1, now)
-  local parent = parent_name ~= '' and open_wallet(parent_name, 6, now) or nil
+-- returned `finish(reply)` writes both back and returns the reply. `alerts`: see open_wallet.
+local function open_family(name, parent_name, now, alerts)
+  local own = open_wallet(name, 1, now, alerts)
+  local parent = parent_name ~= '' and open_wallet(parent_name, 6, now, alerts) or nil
   local function finish(reply)
     save(own)
     if parent then
