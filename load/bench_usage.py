@@ -25,6 +25,7 @@ import argparse
 import itertools
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -265,6 +266,7 @@ def main() -> None:
                 print("\n".join(sizes(store, args.events)), flush=True)
     finally:
         postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the 5M-event SQLite file is ~2.3 GB
 
 
 if __name__ == "__main__":
