@@ -75,6 +75,13 @@ return {200}
 """)  # the commands of an admitted authorize (1 grant, no limit), none of its logic
 
 
+_CHARGE_LEDGER = "  ledger_add(own, 'charge', request_id, -from_own, spendable(own))\n"
+assert AUTHORIZE.source.count(_CHARGE_LEDGER) == 1
+NO_CHARGE_LEDGER = LuaScript("authorize_without_charge_ledger",
+                             AUTHORIZE.source.replace(_CHARGE_LEDGER, ""))
+"""authorize.lua without the per-charge ledger XADD (issue 15: one record of each charge)."""
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -95,6 +102,13 @@ CASES = [
     Case("1 wallet, 2 rate-limit windows", 1, 1, 2),
     Case("1 wallet, 4 rate-limit windows", 1, 1, 4),
     Case("command floor: 1 hot wallet, no logic", 1, 1, 0, FLOOR),
+]
+LEDGER_CASES = [
+    Case("1 hot wallet, 1 grant", 1, 1, 0),
+    Case("1 hot wallet, 1 grant, no per-charge ledger XADD", 1, 1, 0, NO_CHARGE_LEDGER),
+    Case("10k wallets, 1 grant each", 10_000, 1, 0),
+    Case("10k wallets, 1 grant each, no per-charge ledger XADD", 10_000, 1, 0,
+         NO_CHARGE_LEDGER),
 ]
 
 
@@ -225,6 +239,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3, help="pipelined runs; median shown")
     parser.add_argument("--quick", action="store_true", help="fewer calls, no 100k wallets")
+    parser.add_argument("--ledger", action="store_true",
+                        help="only authorize with and without the per-charge ledger XADD")
     parser.add_argument("--redis-url", help="default: a throwaway redis-server")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--compare-ref", metavar="REF",
@@ -234,10 +250,12 @@ def main() -> None:
     if args.quick:
         args.calls, args.rounds = 10_000, 1
         cases = [c for c in CASES if c.wallets == 1]
+    if args.ledger:
+        cases = LEDGER_CASES
     if args.compare_ref:
         cases = [cases[0], Case(f"{cases[0].name} [scripts at {args.compare_ref}]", 1, 1, 0,
                                 scripts_at(args.compare_ref)), *cases[1:]]
-    output = args.output or (None if args.quick else RESULTS)
+    output = args.output or (None if args.quick or args.ledger else RESULTS)
     lines = [
         "| case | sequential calls/s | pipelined calls/s | Redis CPU µs/call pipelined | "
         "commands inside the script per call | RedisLane (64 callers) calls/s |",

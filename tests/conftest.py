@@ -100,3 +100,14 @@ def sentinel(redis_sentinel: LocalSentinel) -> LocalSentinel:
     redis_sentinel.ready()
     redis_sentinel.flush()
     return redis_sentinel
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A PostgreSQL server for the session (tests/postgres_server.py); each test that needs a
+    store takes a fresh database from it."""
+    from postgres_server import LocalPostgres
+
+    server = LocalPostgres().start()
+    yield server
+    server.stop()

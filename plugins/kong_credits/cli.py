@@ -255,6 +255,7 @@ def _register_subcommands() -> None:
     from .plans_cli import plan_command
     from .pluginserver.command import pluginserver_command
     from .pricing.command import prices_command, render_config_command
+    from .usage.cli import usage_command
     from .void_cli import void_command
 
     main.add_command(pluginserver_command)
@@ -263,6 +264,7 @@ def _register_subcommands() -> None:
     main.add_command(dlq_command)
     main.add_command(alerts_command)
     main.add_command(admin_command)
+    main.add_command(usage_command)
     main.add_command(void_command)
     main.add_command(stripe_command)
     main.add_command(render_config_command)

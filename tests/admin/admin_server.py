@@ -41,9 +41,9 @@ class AdminProcess:
 @contextmanager
 def run_admin(redis_url: str, log_dir: Path, *args: str,
               tokens: str | None = f"{ADMIN_TOKEN},{SECOND_ADMIN_TOKEN}",
-              listen_host: str = "127.0.0.1", env: dict[str, str] | None = None
-              ) -> Iterator[AdminProcess]:
-    """Start the command, wait until /healthz answers, stop it (SIGTERM) on the way out."""
+              listen_host: str = "127.0.0.1", env: dict[str, str] | None = None,
+              ready: str = "/healthz") -> Iterator[AdminProcess]:
+    """Start the command, wait until `ready` answers 200, stop it (SIGTERM) on the way out."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k != "KONG_CREDITS_ADMIN_TOKEN"}
     environment.update(env or {})
@@ -57,7 +57,7 @@ def run_admin(redis_url: str, log_dir: Path, *args: str,
             stdout=sink, stderr=subprocess.STDOUT, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, log)
+        _wait_healthy(f"{url}{ready}", process, log)
         yield AdminProcess(url, process, log)
     finally:
         process.terminate()
@@ -77,7 +77,7 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: flo
         if process.poll() is not None:
             raise AssertionError(f"admin exited {process.returncode}: {log.read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass

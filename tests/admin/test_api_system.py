@@ -138,6 +138,7 @@ def run_command(*args: str, env_token: str | None = None) -> subprocess.Complete
     (("--kong-yml", "/nonexistent/kong.yml"), "t", "--kong-yml"),
     (("--kong-yml", "tests/admin/test_api_system.py"), "t", "--kong-yml"),
     (("--redis-url", "redis://:hunter2@host:notaport/0"), "t", "--redis-url"),
+    (("--store", "mysql://u:hunter2@db/usage"), "t", "--store"),
 ])
 def test_refuses_to_start_with_exit_2(args, token, says):
     done = run_command(*args, env_token=token)

@@ -7,6 +7,7 @@ What a router may rely on (other routers, e.g. payment webhooks, are added with
     app.state.redis        blocking redis-py client of settings.redis_url: pass it to the
                            engine (wallets.grant, ...); sync endpoints run in a thread pool
     app.state.metrics      AdminMetrics (Prometheus registry of this app)
+    app.state.usage_store  UsageStore of settings.store_url, or None (no usage endpoints)
     app.state.store_check  None, or a callable raising when the usage store is unreachable
     app.state.route_names  RouteNames from settings.kong_yml (empty without it)
 
@@ -32,6 +33,7 @@ from . import (
     routes_prices,
     routes_system,
     routes_tokens,
+    routes_usage,
     routes_wallets,
     stripe_webhook,
 )
@@ -40,6 +42,7 @@ from .metrics import AdminMetrics, MetricsMiddleware
 from .openapi import document, errors
 from .route_names import RouteNames
 from .settings import AdminSettings
+from .usage_store import UsageStore
 from .wallet_param import EncodedSlashes
 
 __all__ = ["create_app"]
@@ -53,6 +56,7 @@ TAGS = [
     {"name": "grants", "description": "Adding credits, safe to retry."},
     {"name": "tokens", "description": "Read-only wallet tokens for customers' dashboards."},
     {"name": "plans", "description": "Recurring allowances and overage terms."},
+    {"name": "usage", "description": "Requests and credits over time, from the usage store."},
     {"name": "prices", "description": "What each route costs, from --kong-yml."},
     {"name": "system", "description": "Health and Prometheus metrics."},
     {"name": "webhooks", "description": "Stripe's events, verified by their signature."},
@@ -71,21 +75,28 @@ def create_app(settings: AdminSettings) -> FastAPI:
     client = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
                           health_check_interval=30)
 
+    usage_store = UsageStore(settings.store_url) if settings.store_url else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         client.close()
+        if usage_store is not None:
+            usage_store.close()
 
     app = FastAPI(title="kong-credits admin API", version=__version__, description=DESCRIPTION,
                   docs_url=None, redoc_url=None, lifespan=lifespan, openapi_tags=TAGS)
     app.state.settings = settings
     app.state.redis = client
     app.state.metrics = AdminMetrics()
-    app.state.store_check = None
+    app.state.usage_store = usage_store
+    app.state.store_check = usage_store.check if usage_store else None
     app.state.route_names = route_names
     problems.install(app)
     for router in _ROUTERS:
         app.include_router(router)
+    if usage_store is not None:
+        app.include_router(routes_usage.router)
     # Authenticated by Stripe's signature, not a bearer token (payments/stripe_events.py).
     app.include_router(stripe_webhook.router, tags=["webhooks"],
                        responses=errors(400, 413, 500, 502, 503))

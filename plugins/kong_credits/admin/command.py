@@ -14,6 +14,7 @@ from ..redact import mask_url
 from ..redis_url import parse_redis_url, unavailable
 from ..schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from ..shards import ShardsMismatch, check_shards
+from ..usage.store import USAGE_URL_ENV
 from .settings import ADMIN_TOKEN_ENV, AdminSettings, parse_admin_tokens
 
 __all__ = ["admin_command", "parse_listen"]
@@ -44,7 +45,9 @@ def is_loopback(host: str) -> bool:
               help="HOST:PORT to serve the API and dashboard on.")
 @click.option("--redis-url", envvar=REDIS_URL_ENV, default=DEFAULT_REDIS_URL,
               show_default=True, help=f"Redis holding the wallets (env {REDIS_URL_ENV}).")
-@click.option("--store", "store_url", help="The usage store's URL (usage endpoints, health).")
+@click.option("--store", "store_url", envvar=USAGE_URL_ENV,
+              help=f"The usage store (env {USAGE_URL_ENV}): sqlite:///PATH or postgresql://...; "
+                   "without it, no /v1/usage endpoints.")
 @click.option("--kong-yml", envvar=KONG_YML_ENV, type=click.Path(dir_okay=False),
               help=f"Declarative config naming routes and services, and their prices "
                    f"(env {KONG_YML_ENV}); without it, ids are shown.")
@@ -74,6 +77,9 @@ def admin_command(listen: str, redis_url: str, store_url: str | None, kong_yml: 
             "API on this machine without one, listen on 127.0.0.1 with --insecure-local")
     if kong_yml is not None and not Path(kong_yml).is_file():
         raise click.BadParameter(f"{kong_yml} is not a file", param_hint="--kong-yml")
+    if store_url and not store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise click.BadParameter("the usage store URL must start with sqlite:/// or "
+                                 "postgresql://", param_hint="--store")
     try:  # a malformed URL is refused before anything else (its message masks the password)
         parse_redis_url(redis_url)
     except InvalidInput as exc:

@@ -25,8 +25,9 @@ from ..errors import InvalidInput
 from ..retry import Backoff
 from ..schema import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from ..shards import ShardsMismatch, check_shards
-from ..sinks import SINKS, Sink, SinkConfig, http_client
+from ..sinks import ALL_SINKS, SINKS, Sink, SinkConfig, http_client
 from ..sinks.lago import ID_FIELDS
+from ..usage.store import DEFAULT_USAGE_URL, USAGE_URL_ENV
 from .consumer_group import ConsumerGroup, consumer_name
 from .dlq import list_dead_letters, replay
 from .group_names import group_name
@@ -69,8 +70,8 @@ def _cluster_option(command: F) -> F:
 def _sink_options(command: F) -> F:
     """The options that pick and configure a sink (forwarder and dlq retry share them)."""
     options = [
-        click.option("--sink", "kind", type=click.Choice(sorted(SINKS)), required=True,
-                     help="The billing backend."),
+        click.option("--sink", "kind", type=click.Choice(sorted(ALL_SINKS)), required=True,
+                     help="The billing backend, or `usage`: the usage store."),
         click.option("--url", help="Backend base URL (http: the endpoint itself). Defaults: "
                      "openmeter https://openmeter.cloud, lago https://api.getlago.com, "
                      "stripe https://api.stripe.com, orb https://api.withorb.com."),
@@ -96,6 +97,13 @@ def _sink_options(command: F) -> F:
                      help="stripe: customers sent to at once (one call per customer at a time)."),
         click.option("--timeout-s", type=click.FloatRange(0.1, 300), default=10.0,
                      show_default=True, help="Per-request timeout."),
+        click.option("--store", envvar=USAGE_URL_ENV,
+                     help=f"usage: the store, sqlite:///relative.db, sqlite:////absolute.db "
+                     f"or postgresql://user:pass@host:port/db (env {USAGE_URL_ENV}; default "
+                     f"{DEFAULT_USAGE_URL})."),
+        click.option("--retention", "usage_retention", multiple=True, metavar="LEVEL=SPAN",
+                     help="usage: keep LEVEL (raw, minute, hour, day) for SPAN (48h, 7d, "
+                     "forever); defaults raw=7d minute=7d hour=90d day=forever. Repeatable."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -119,8 +127,8 @@ def _sink(kind: str, **settings: Any) -> Iterator[Sink]:
     client: httpx.Client = http_client(config)
     try:
         try:
-            sink = SINKS[kind](client, config)
-        except InvalidInput as exc:
+            sink = ALL_SINKS[kind](client, config)
+        except InvalidInput as exc:  # a StoreError too: bad URL, unreachable store
             raise click.UsageError(str(exc)) from exc
         try:
             yield sink
@@ -176,8 +184,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
               help="Events per delivery call (capped at the sink's maximum).")
 @click.option("--drain", is_flag=True,
               help="Deliver everything pending, then exit 0 (1 if a batch keeps failing).")
-@click.option("--group", help="Consumer group (default forwarder:<sink>); each group "
-              "receives every event once.")
+@click.option("--group", help="Consumer group (default forwarder:<sink>; usage: "
+              "forwarder:usage:<store without password>); each group receives every event "
+              "once.")
 @click.option("--consumer", help="This process's consumer name (default hostname-pid).")
 @click.option("--claim-idle-ms", type=click.IntRange(100), default=60_000, show_default=True,
               help="Take over another consumer's events once idle this long.")
@@ -215,9 +224,9 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
     except (InvalidInput, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10, cluster=cluster)
-    consumers = ConsumerGroup(client, group or group_name(kind),
-                              consumer or consumer_name(), per_shard=is_cluster(client))
     with _sink(kind, **sink_settings) as sink, stop_on_signals() as stop:
+        consumers = ConsumerGroup(client, group or group_name(kind, sink.destination),
+                                  consumer or consumer_name(), per_shard=is_cluster(client))
         metrics = ForwarderMetrics(sink.name)
         stop_metrics = None
         if metrics_port is not None:
@@ -286,7 +295,8 @@ def dlq_retry(kind: str, group: str | None, event_ids: tuple[str, ...], limit: i
         try:
             check_shards(client)
             letters = list_dead_letters(
-                client, group=None if event_ids else group or group_name(kind),
+                client, group=None if event_ids else group or group_name(kind,
+                                                                         sink.destination),
                 event_ids=event_ids, limit=limit)
             result = replay(client, sink, letters)
         except REDIS_ERRORS as exc:

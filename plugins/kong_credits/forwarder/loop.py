@@ -318,8 +318,8 @@ class Forwarder:
         return "unknown" if backlog.lag is None else str(backlog.lag), str(backlog.pending)
 
     def _housekeeping(self) -> None:
-        """Sweep lapsed holds, trim delivered entries, forget long-gone consumers; what fails
-        now is done next round."""
+        """Sweep lapsed holds, trim delivered entries, forget long-gone consumers, let the
+        sink tidy up (the usage store prunes); what fails now is done next round."""
         try:
             self.group.forget_idle_consumers(_FORGET_CONSUMERS_IDLE_MS)
             if self.options.sweep_holds:
@@ -332,6 +332,7 @@ class Forwarder:
         except REDIS_ERRORS as exc:
             log.warning("Redis error (%s) in housekeeping, done next round: %s",
                         self.metrics.redis_error(exc), exc)
+        self.sink.housekeeping()
 
     def _sweep_holds(self) -> None:
         """Settle lapsed holds, page after page for up to a second (a backlog left by an

@@ -103,6 +103,10 @@ class SinkConfig:
     concurrency: int = 4
     """Stripe: customers sent to at once (each customer's events go one at a time)."""
     timeout_s: float = 10.0
+    store: str | None = None
+    """usage: the usage store's URL (None: $KONG_CREDITS_USAGE_URL, else the SQLite default)."""
+    usage_retention: tuple[str, ...] = ()
+    """usage: LEVEL=SPAN overrides of the retention defaults (usage/retention.py)."""
 
 
 def http_client(config: SinkConfig) -> httpx.Client:
@@ -158,6 +162,9 @@ class Sink(ABC):
     default_url: ClassVar[str | None] = None
     requires: ClassVar[tuple[str, ...]] = ()
     """SinkConfig fields that must be set (reported as the CLI options --api-key, ...)."""
+    destination: str | None = None
+    """Set by a sink whose every destination must receive every event (the usage store):
+    the forwarder's default consumer group then names it (group_names.group_name)."""
 
     def __init__(self, client: httpx.Client, config: SinkConfig) -> None:
         missing = [name for name in self.requires if not getattr(config, name)]
@@ -219,6 +226,10 @@ class Sink(ABC):
         """POST on the shared client; transport failures become RetryableSinkError."""
         with _transport_errors():
             return self.client.post(url, **kwargs)
+
+    def housekeeping(self) -> None:  # noqa: B027 - most sinks keep nothing to tidy
+        """Called by the forwarder every ~10 s and on exit: periodic work of the sink's own
+        (the usage store prunes expired rows). Must not raise."""
 
     def close(self) -> None:  # noqa: B027 - most sinks hold nothing of their own
         """Release what the sink holds itself (not the shared client)."""
