@@ -141,3 +141,14 @@ def test_without_a_store_there_are_no_usage_endpoints(redis_url, tmp_path):
         assert httpx.get(f"{admin.url}/v1/usage", headers=AUTH, timeout=10).status_code == 404
         assert "/v1/usage" not in httpx.get(f"{admin.url}/openapi.json", timeout=10).json()[
             "paths"]
+
+
+def test_openapi_documents_the_usage_endpoints_and_stays_valid(api):
+    from openapi_spec_validator import validate
+
+    spec = api.get("/openapi.json").json()
+    validate(spec)
+    for path in ("/v1/usage", "/v1/usage/events"):
+        responses = spec["paths"][path]["get"]["responses"]
+        assert {"401", "403", "422", "503"} <= set(responses)
+        assert "application/problem+json" in responses["422"]["content"]
