@@ -113,13 +113,15 @@ def screenshot(driver: webdriver.Chrome, path: Path, *, full_height: bool = True
 
 BUSIEST_BUCKET_X = """
 const u = document.querySelector(arguments[0]).chart;
-const credits = u.data[1];
-return Math.round(u.valToPos(u.data[0][credits.indexOf(Math.max(...credits))], 'x'));
+const [starts, credits] = u.data;
+const i = credits.indexOf(Math.max(...credits));
+const end = i + 1 < starts.length ? starts[i + 1] : u.scales.x.max;
+return Math.round(u.valToPos((starts[i] + end) / 2, 'x'));
 """
 
 
 def click_busiest_bucket(driver: webdriver.Chrome, selector: str) -> None:
-    """Click, with the mouse, the bar of the chart's bucket with the most credits."""
+    """Click, with the mouse, the middle of the bar of the bucket with the most credits."""
     x = driver.execute_script(BUSIEST_BUCKET_X, selector)
     over = driver.find_element(By.CSS_SELECTOR, f"{selector} .u-over")
     size = over.size

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from admin_server import run_admin
 from chromium_browser import forget_session, start_chromium
-from dashboard_data import KONG_YML, DashboardData, seed
+from dashboard_data import KONG_YML, DashboardData, drain_into_usage_store, seed
 from selenium import webdriver
 
 from kong_credits.redis_server import EmbeddedRedis
@@ -24,11 +24,14 @@ def chromium() -> Iterator[webdriver.Chrome]:
 @pytest.fixture(scope="session")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardData]:
     """`kong-credits admin` over 30 days of wallets, on a Redis of its own (other tests flush
-    theirs)."""
+    theirs), with the usage store the usage forwarder filled from the same events."""
     workdir = tmp_path_factory.mktemp("dashboard")
+    store_url = f"sqlite:///{workdir}/usage.db"
     with EmbeddedRedis() as server:
         seeded = seed(server.url)
-        with run_admin(server.url, workdir, "--kong-yml", str(KONG_YML)) as admin:
+        drain_into_usage_store(server.url, store_url)
+        with run_admin(server.url, workdir, "--kong-yml", str(KONG_YML),
+                       "--store", store_url) as admin:
             yield seeded.with_base_url(admin.url)
 
 

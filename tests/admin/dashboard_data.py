@@ -1,13 +1,16 @@
 """What the dashboard's browser tests look at: wallets with 30 days of charges.
 
 The charges go through the engine's authorize script at past `now_ms`, so the ledger, the
-burn rate, the refusal counters, the alerts and the event streams are the real ones.
+burn rate, the refusal counters, the alerts and the event streams are the real ones; the usage
+forwarder then drains the streams into a usage store.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -122,6 +125,16 @@ def seed(redis_url: str) -> DashboardData:
 
     client.close()
     return DashboardData(wallet_count=CROWD + 4)
+
+
+def drain_into_usage_store(redis_url: str, store_url: str) -> None:
+    """`kong-credits forwarder --sink usage --drain`: the usage sink delivers every event of
+    the streams into the store, as in production, then exits."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from kong_credits.cli import main; main()", "forwarder",
+         "--sink", "usage", "--store", store_url, "--redis-url", redis_url, "--drain"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def api(dashboard: DashboardData, path: str, token: str = ADMIN_TOKEN, **params: str) -> Any:

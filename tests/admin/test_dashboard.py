@@ -57,13 +57,13 @@ def test_operator_view_shows_every_wallet_with_the_apis_figures(browser, dashboa
     assert browser.find_element(By.CSS_SELECTOR, "#wallets tbody td a").text in (
         "acme/alice", "acme/bob")  # lowest balance first now
     other = api(dashboard, "/v1/wallets/other")
-    refused = browser.find_element(By.XPATH, "//table//tr[td/a[text()='other']]").text
+    refused = browser.find_element(By.XPATH, "//*[@id='wallets']//tr[td/a[text()='other']]").text
     assert other["refused_credits"] == 3 and f" {shown(other['refused_credits'])} " in refused
 
     browser.find_element(By.ID, "prefix").send_keys("acme")
     wait_for(browser, "return document.querySelector('#wallet-count').textContent === '3'")
     acme = api(dashboard, "/v1/wallets/acme")
-    row = browser.find_element(By.XPATH, "//table//tr[td/a[text()='acme']]").text
+    row = browser.find_element(By.XPATH, "//*[@id='wallets']//tr[td/a[text()='acme']]").text
     assert row.startswith(f"acme {shown(acme['balance'])} ")
     assert f" {shown(acme['refused_budget'])} " in row and acme["refused_budget"] > 0
     browser.find_element(By.ID, "prefix").send_keys("/")

@@ -37,16 +37,32 @@ function draw(target, options, data) {
   return chart;
 }
 
+/** The index of the bucket holding time `value` (buckets start at `starts`), or -1. */
+function bucketAt(starts, value) {
+  let low = 0;
+  let high = starts.length - 1;
+  if (high < 0 || value < starts[0]) return -1;
+  while (low < high) {  // the last start <= value
+    const middle = (low + high + 1) >> 1;
+    if (starts[middle] <= value) low = middle;
+    else high = middle - 1;
+  }
+  return low;
+}
+
 /**
- * Credits per bucket as bars (and requests as a line on its own axis). `onPick(index)` is
+ * Credits per bucket as bars (and requests as a line on its own axis), each bar spanning its
+ * bucket, from `starts[i]` to the next start (the last one to `end`). `onPick(index)` is
  * called with the bucket clicked, for drill-down.
  */
-export function bucketChart(target, starts, creditsPerBucket, requestsPerBucket, onPick) {
+export function bucketChart(target, starts, end, creditsPerBucket, requestsPerBucket, onPick) {
   const chart = draw(target, {
-    // No drag-zoom here: a click picks a bucket, even one uPlot takes for a tiny drag.
-    cursor: { drag: { x: false, y: false, click: () => {} }, points: { show: false } },
+    // No drag-zoom here: a click picks a bucket, even one uPlot takes for a tiny drag. The
+    // legend and the click both name the bucket under the pointer, not the nearest start.
+    cursor: { drag: { x: false, y: false, click: () => {} }, points: { show: false },
+      dataIdx: (u, series, closest, value) => Math.max(0, bucketAt(starts, value)) },
     legend: { live: true },
-    scales: { x: { time: true }, requests: { auto: true } },
+    scales: { x: { time: true, range: () => [starts[0], end] }, requests: { auto: true } },
     series: [
       { value: utcLegend },
       { label: "credits", stroke: COLORS[0], fill: "rgba(37,99,235,0.35)", width: 1,
@@ -65,8 +81,9 @@ export function bucketChart(target, starts, creditsPerBucket, requestsPerBucket,
   if (onPick) {
     chart.over.addEventListener("click", (event) => {
       // From the click's own position: the cursor may not have moved over a fresh chart.
-      const index = chart.posToIdx(event.clientX - chart.over.getBoundingClientRect().left);
-      if (index !== null && index !== undefined && index >= 0) onPick(index);
+      const x = event.clientX - chart.over.getBoundingClientRect().left;
+      const index = bucketAt(starts, chart.posToVal(x, "x"));
+      if (index >= 0) onPick(index);
     });
   }
   return chart;

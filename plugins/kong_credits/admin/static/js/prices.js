@@ -4,13 +4,22 @@ import { features, get, itemsOf } from "./api.js";
 import { h, section, table } from "./dom.js";
 import { credits } from "./format.js";
 
-/** "20 (held; the X-Units-Used header sets it, up to 400)", "free", "not priced". */
+/** A price rule's terms: "per request 1 · per kb response 2 · status free 500, 502". */
+function terms(rule) {
+  const text = (value) => (Array.isArray(value) ? value.join(", ")
+    : typeof value === "number" ? credits(value) : String(value));
+  return Object.entries(rule).map(([name, value]) => `${name.replaceAll("_", " ")} ${text(value)}`).join(" · ");
+}
+
+/** "1", "free", "not priced"; metered: "20 held, then X-Units-Used, at most 400". */
 function price(row) {
   if (row.cost === null || row.cost === undefined) return h("span", { class: "muted" }, "not priced");
   if (!row.metered) return row.cost === 0 ? "free" : credits(row.cost);
   const cap = row.max_cost ? `, at most ${credits(row.max_cost)}` : "";
-  return h("span", { title: `${credits(row.cost)} held at the request; the ${row.cost_header} response header sets the price${cap}` },
-    `${credits(row.cost)} held, then ${row.cost_header}${cap}`);
+  const rule = (row.config || {}).price;
+  const then = row.cost_header ? `the ${row.cost_header} header` : rule ? terms(rule) : "the response";
+  return h("span", { title: `${credits(row.cost)} held at the request, then priced by ${then}${cap}` },
+    `${credits(row.cost)} held, then ${then}${cap}`);
 }
 
 function limits(row) {
@@ -39,7 +48,7 @@ export function pricesPanel() {
       ["Service", (row) => row.service || ""],
       ["Method", (row) => any(row.method)],
       ["Path", (row) => any(row.path)],
-      ["Credits per request", price, "num"],
+      ["Credits per request", price, "num wrap"],
       ["Rate limit", limits],
       ["Mode", (row) => row.mode || ""],
     ], rows) : h("p", { class: "muted" }, "No routes in the price list."));

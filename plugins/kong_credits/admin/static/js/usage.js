@@ -19,6 +19,12 @@ export const RANGES = {
 
 const LEVEL_NAMES = { month: "by month", day: "by day", hour: "by hour" };
 
+/** A UTC day or month as a date, not as the local time it starts at: "Dec 2, 2026 (UTC)". */
+function bucketName(bucket, start) {
+  const options = bucket === "month" ? { year: "numeric", month: "long" } : { dateStyle: "medium" };
+  return `${new Date(start * 1000).toLocaleDateString(undefined, { ...options, timeZone: "UTC" })} (UTC)`;
+}
+
 function routeLabel(row) {
   return row.route_name || row.route || "(no route)";
 }
@@ -36,7 +42,7 @@ function dateInputValue(seconds) {
 }
 
 /**
- * The usage panel of `wallet`. `onSeries(starts, creditsPer, bucket)` hears each drawn
+ * The usage panel of `wallet`. `onSeries(starts, creditsPer, bucket)` hears each range's
  * series (the balance chart draws the burn-rate trend from it).
  */
 export function usagePanel(wallet, { members, range = "7d", onSeries, available = true }) {
@@ -92,12 +98,13 @@ export function usagePanel(wallet, { members, range = "7d", onSeries, available 
     summary.textContent = `${credits(sum(creditsPer))} credits, ${credits(sum(requestsPer))} ` +
       `requests, ${starts.length} buckets ${LEVEL_NAMES[bucket]}` +
       (FINER[bucket] ? " — click a bucket to look closer" : "");
-    bucketChart(chartBox, starts, creditsPer, requestsPer, (i) => pick(starts[i], bucket));
+    const end = starts.length ? nextStart(bucket, starts.at(-1)) : until;
+    bucketChart(chartBox, starts, end, creditsPer, requestsPer, (i) => pick(starts[i], bucket));
     chartBox.dataset.buckets = String(starts.length);
     chartBox.dataset.bucket = bucket;
     breakdown(byRoute, totalsBy(itemsOf(routes, "rows"), "route", routeLabel), "Endpoint");
     breakdown(byMethod, totalsBy(itemsOf(methods, "rows"), "method"), "Method");
-    if (onSeries) onSeries(starts, creditsPer, bucket);
+    if (onSeries && !state.stack.length) onSeries(starts, creditsPer, bucket);  // the range's trend
     element.dataset.renderMs = String(Math.round(performance.now() - started));
     element.dataset.loaded = "1";
   }
@@ -121,7 +128,7 @@ export function usagePanel(wallet, { members, range = "7d", onSeries, available 
       return;
     }
     state.stack.push({ bucket: finer, since: start, until: end,
-      label: `${localTime(iso(start))} ${LEVEL_NAMES[finer]}` });
+      label: `${bucketName(bucket, start)} ${LEVEL_NAMES[finer]}` });
     load().catch(report);
   }
 

@@ -4,7 +4,7 @@
 import { features, get, itemsOf, walletPath } from "./api.js";
 import { balanceChart } from "./charts.js";
 import { h, section, stat, table } from "./dom.js";
-import { credits, fromNow, rate, timeElement } from "./format.js";
+import { credits, fromNow, localTime, rate, timeElement } from "./format.js";
 import { pricesPanel } from "./prices.js";
 import { teamPanel } from "./team.js";
 import { usagePanel } from "./usage.js";
@@ -38,8 +38,15 @@ function grantsPanel(grants) {
   ], grants) : h("p", { class: "muted" }, "No grants yet."));
 }
 
+/** An alert's field as read: credits with separators, a millisecond time as local time. */
+function detail(name, value) {
+  if (typeof value !== "number") return value;
+  if (/(_at|_end|_start|time)$/.test(name) && value > 1e11) return localTime(new Date(value).toISOString());
+  return credits(value);
+}
+
 function alertsPanel(alerts) {
-  const details = (a) => Object.entries(a.data || {}).map(([k, v]) => `${k} ${typeof v === "number" ? credits(v) : v}`).join(" · ");
+  const details = (a) => Object.entries(a.data || {}).map(([k, v]) => `${k.replaceAll("_", " ")} ${detail(k, v)}`).join(" · ");
   return section("Recent alerts", alerts.length ? table([
     ["Time", (a) => timeElement(a.created_at || a.at || a.timestamp)],
     ["Alert", (a) => h("span", { class: "badge alert" }, a.type)],
@@ -70,7 +77,10 @@ function balancePanel(doc, entries) {
     element,
     /** Redraw with the burn-rate trend of the usage series shown below. */
     setBurn(starts, creditsPer, bucket) {
-      burn = [starts, creditsPer.map((c) => c / MINUTES[bucket])];
+      // Over the balance history's span only: a 90-day trend would squash an 11-day history.
+      const from = history[0][0];
+      const kept = starts.map((t, i) => i).filter((i) => starts[i] + 1 >= from);
+      burn = [kept.map((i) => starts[i]), kept.map((i) => creditsPer[i] / MINUTES[bucket])];
       drawNow();
       element.dataset.loaded = "1";
     },
