@@ -247,6 +247,7 @@ def demo(redis_url: str | None, kong_yml: str | None, listen: str, keep_running:
 
 
 def _register_subcommands() -> None:
+    from .admin.command import admin_command
     from .forwarder.alerts_cli import alerts_command
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
@@ -262,6 +263,7 @@ def _register_subcommands() -> None:
     main.add_command(forwarder_command)
     main.add_command(dlq_command)
     main.add_command(alerts_command)
+    main.add_command(admin_command)
     main.add_command(usage_command)
     main.add_command(void_command)
     main.add_command(stripe_command)

@@ -28,11 +28,35 @@ from dataclasses import dataclass
 
 from .errors import InvalidSetting
 
-__all__ = ["DEFAULT_SHARDS", "MAX_SHARDS", "PREFIX", "SHARDS", "SHARDS_ENV", "SHARDS_KEY",
-           "SLOTS", "WalletKeys", "alert_stream", "alert_streams", "dead_letter_stream",
-           "dead_letter_streams", "event_stream", "event_streams", "parent_of",
-           "parse_shards", "shard_of", "shard_of_stream", "shard_tags", "stripe_ignored_event",
-           "stripe_payment", "stripe_refunds"]
+__all__ = [
+    "DEFAULT_SHARDS",
+    "MAX_SHARDS",
+    "PREFIX",
+    "SHARDS",
+    "SHARDS_ENV",
+    "SHARDS_KEY",
+    "SLOTS",
+    "WALLET_INDEX_BUILT_KEY",
+    "WALLET_TOKENS_KEY",
+    "WalletKeys",
+    "alert_stream",
+    "alert_streams",
+    "dead_letter_stream",
+    "dead_letter_streams",
+    "event_stream",
+    "event_streams",
+    "parent_of",
+    "parse_shards",
+    "shard_of",
+    "shard_of_stream",
+    "shard_tags",
+    "stripe_ignored_event",
+    "stripe_payment",
+    "stripe_refunds",
+    "wallet_index",
+    "wallet_indexes",
+    "wallet_of_state_key",
+]
 
 PREFIX = "kc"
 SHARDS_ENV = "KONG_CREDITS_SHARDS"
@@ -44,6 +68,9 @@ MAX_SHARDS = SLOTS
 """One shard per slot at most: more would only add streams for the forwarder to read."""
 SHARDS_KEY = f"{PREFIX}:shards"
 """STRING: the shard count the deployment's first process recorded (shards.py)."""
+WALLET_TOKENS_KEY = f"{PREFIX}:wallet_tokens"
+"""HASH token id -> JSON {wallet, SHA-256 of the token's secret, created_at}: the admin API's
+read-only wallet tokens (admin/auth.py). Deleting a field revokes that token at once."""
 
 
 def parse_shards(text: str) -> int:
@@ -168,6 +195,32 @@ def dead_letter_streams() -> list[str]:
     return [dead_letter_stream(shard) for shard in range(SHARDS)]
 
 
+def wallet_index(shard: int) -> str:
+    """ZSET, every score 0: the names of the shard's wallets that ever received a grant or a
+    budget, in byte order, so the admin API pages through them by prefix (ZRANGE BYLEX)."""
+    return f"{_tag(shard)}:wallets"
+
+
+def wallet_indexes() -> list[str]:
+    return [wallet_index(shard) for shard in range(SHARDS)]
+
+
+WALLET_INDEX_BUILT_KEY = f"{PREFIX}:wallet_index_built"
+"""STRING, set once the wallets that existed before the wallet index were added to it."""
+STATE_KEY_PATTERN = f"{PREFIX}:{{*}}:w:*:state"
+"""SCAN pattern matching every wallet's state key (and possibly a few others: check with
+`wallet_of_state_key`)."""
+
+
+def wallet_of_state_key(key: str) -> str | None:
+    """The wallet whose `state` key this is, or None for any other key."""
+    _, found, rest = key.partition("}:w:")
+    name = rest.removesuffix(":state")
+    if not found or name == rest or not name:
+        return None
+    return name if WalletKeys(name).state == key else None
+
+
 def shard_of_stream(stream: str) -> int:
     """The shard of an event or alert stream key (KeyError for any other key)."""
     return _SHARD_OF_STREAM[stream]
@@ -242,6 +295,17 @@ class WalletKeys:
     def throttle(self) -> str:
         """HASH: sliding window of the temporary rate limit while abuse is suspected."""
         return f"{self._base}:throttle"
+
+    @property
+    def index(self) -> str:
+        """The wallet index of the wallet's shard (`wallet_index`)."""
+        return wallet_index(self.shard)
+
+    @property
+    def idempotency(self) -> str:
+        """HASH digest of an Idempotency-Key -> JSON of the grant request it first came with
+        and the grant id given to it (admin/idempotency.py)."""
+        return f"{self._base}:idem"
 
     @property
     def wallet_keys(self) -> list[str]:

@@ -17,11 +17,12 @@ from .errors import InvalidInput
 from .keys import WalletKeys, parent_of
 from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
 from .names import parse_grant_id, parse_wallet
-from .plans import last_renewal, renew
+from .plans import last_renewal, renew_many
 from .voids import Void, void_grant
 
 __all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "Void", "WalletView", "balance",
-           "burn_rate", "grant", "ledger", "parse_wallet", "set_budget", "void_grant"]
+           "balances", "burn_rate", "grant", "ledger", "parse_expiry", "parse_wallet",
+           "set_budget", "void_grant"]
 
 DEFAULT_PRIORITY = 100
 DEFAULT_THRESHOLDS = (50, 75, 90, 100)
@@ -43,7 +44,7 @@ def _iso(ms: int | None) -> str | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _parse_expiry(value: str | datetime | None) -> int | None:
+def parse_expiry(value: str | datetime | None) -> int | None:
     """Milliseconds since the epoch, exact (no float), at most 9999-12-31T23:59:59.999Z."""
     if value is None:
         return None
@@ -135,7 +136,7 @@ def grant(
         0 <= priority <= MAX_PRIORITY
     ):
         raise InvalidInput(f"priority must be an integer 0..{MAX_PRIORITY}, not {priority!r}")
-    expires_ms = _parse_expiry(expires_at)
+    expires_ms = parse_expiry(expires_at)
     now_ms = int(time.time() * 1000)
     if expires_ms is not None and expires_ms <= now_ms:
         raise InvalidInput(f"expires_at {_iso(expires_ms)} is in the past")
@@ -145,8 +146,8 @@ def grant(
     keys = WalletKeys(wallet)
     try:
         created, _, balance_after = run_script(
-            client, GRANT, [*keys.wallet_keys, keys.grants],
-            [gid, credits, priority, expires_ms or 0, 0, record, MAX_BALANCE],
+            client, GRANT, [*keys.wallet_keys, keys.grants, keys.index],
+            [gid, credits, priority, expires_ms or 0, 0, record, MAX_BALANCE, wallet],
         )
     except redis.ResponseError as exc:
         raise InvalidInput(str(exc).removeprefix("ERR ")) from exc
@@ -164,14 +165,29 @@ def balance(client: redis.Redis, wallet: str, *, now_ms: int = 0) -> WalletView:
     script call). A grant past its expiry counts as expired here even before the next charge
     sweeps it. `now_ms` 0: Redis's clock (the renewal script reads it).
     """
-    keys = WalletKeys(parse_wallet(wallet))
-    now_ms = renew(client, keys.wallet, now_ms=now_ms)
-    pipe = client.pipeline(transaction=True)
-    pipe.hgetall(keys.state)
-    pipe.hgetall(keys.grants)
-    pipe.hgetall(keys.remaining)
-    pipe.hgetall(keys.voids)
-    state, records, remaining, voids = pipe.execute()
+    return balances(client, [wallet], now_ms=now_ms)[0]
+
+
+def balances(client: redis.Redis, names: list[str], *, now_ms: int = 0) -> list[WalletView]:
+    """`balance` of many wallets in two round trips: one pipeline renewing their plans
+    (plans.renew_many), then one MULTI reading them (on a cluster, whose MULTI cannot span
+    slots, one pipeline of per-wallet reads)."""
+    wallet_keys = [WalletKeys(parse_wallet(name)) for name in names]
+    times = renew_many(client, [keys.wallet for keys in wallet_keys], now_ms=now_ms)
+    cluster = isinstance(client, redis.RedisCluster)
+    pipe = client.pipeline(transaction=not cluster or len(wallet_keys) == 1)
+    for keys in wallet_keys:
+        pipe.hgetall(keys.state)
+        pipe.hgetall(keys.grants)
+        pipe.hgetall(keys.remaining)
+        pipe.hgetall(keys.voids)
+    replies = pipe.execute()
+    return [_view(keys, *replies[4 * i:4 * i + 4], times[i])
+            for i, keys in enumerate(wallet_keys)]
+
+
+def _view(keys: WalletKeys, state: dict[Any, Any], records: dict[Any, Any],
+          remaining: dict[Any, Any], voids: dict[Any, Any], now_ms: int) -> WalletView:
     state = {_text(k): _text(v) for k, v in state.items()}
     left_by_id = {_text(k): max(int(v), 0) for k, v in remaining.items()}
     voided_by_id = {_text(k): int(v) for k, v in voids.items()}
@@ -296,7 +312,8 @@ def set_budget(
 ) -> Budget:
     """Change a wallet's budget: a cap of None removes it; UNCHANGED leaves it alone.
 
-    Takes effect on the next request (the authorize script reads it). Validates first.
+    Takes effect on the next request (the authorize script reads it). Validates first. A
+    change enters the wallet in its shard's wallet index (keys.wallet_index), as a grant does.
     """
     keys = WalletKeys(parse_wallet(wallet))
     changes = {"daily_cap": daily_cap, "monthly_cap": monthly_cap,
@@ -330,6 +347,8 @@ def set_budget(
         pipe.hset(keys.state, mapping=to_set)
     if to_delete:
         pipe.hdel(keys.state, *to_delete)
+    if to_set or to_delete:
+        pipe.zadd(keys.index, {keys.wallet: 0})
     pipe.hgetall(keys.state)
     state = pipe.execute()[-1]
     return _budget({_text(k): _text(v) for k, v in state.items()})

@@ -132,7 +132,7 @@ def test_paid_checkout_grants_its_metadata_credits(webhook, r):
     [grant] = wallets.balance(r, "acme").grants
     assert (grant.id, grant.amount, grant.priority) == (f"stripe:{session['id']}", 1000, 5)
     expires = time.time() + 30 * 86_400
-    assert abs(wallets._parse_expiry(grant.expires_at) / 1000 - expires) < 60
+    assert abs(wallets.parse_expiry(grant.expires_at) / 1000 - expires) < 60
     assert json.loads(r.get(stripe_payment(session["payment_intent"]))) == {
         "wallet": "acme", "grant_id": grant.id, "credits": 1000}
 

@@ -1,10 +1,11 @@
 -- grant: add credits to a wallet, once per grant id (a retried top-up changes nothing).
 --
 -- KEYS (one slot): 1-5 the wallet (state, remaining, burn, expiry, ledger)  6 grants
+--   7 (optional) the shard's wallet index, which gains the wallet's name (ARGV 8)
 -- ARGV: 1 grant id (1..200 of A-Z a-z 0-9 _ - . : @ /)  2 amount (1..10^15)
 --   3 priority (0..999999999, lower burns first)  4 expires at ms (0 = never, at most
 --   MAX_EXPIRY)  5 now ms (0 = server time)  6 grant JSON to store
---   7 largest balance a wallet may hold
+--   7 largest balance a wallet may hold  8 the wallet's name (with KEYS 7)
 -- Reply: {created (1, or 0 when the id exists), credits added to the balance, balance}
 --
 -- Every argument is checked before anything is written (wallets.py checks them first, with
@@ -65,5 +66,8 @@ if num(w, 'alerted_pct') > used_pct then
   put(w, 'alerted_pct', math.max(used_pct, 0))
 end
 save(w)
+if KEYS[7] then
+  redis.call('ZADD', KEYS[7], 0, ARGV[8])
+end
 ledger_add(w, 'grant', id, amount, spendable(w))
 return {1, left, spendable(w)}
