@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import yaml
 
 from . import scripts
 from .engine import run_script
@@ -28,6 +27,7 @@ from .errors import InvalidInput, RedisUnavailable
 from .keys import WalletKeys
 from .money import MAX_AMOUNT, MAX_PRIORITY, parse_amount
 from .names import parse_wallet
+from .yaml_files import read_mapping
 
 __all__ = [
     "DEFAULT_ANCHORS",
@@ -384,11 +384,7 @@ def load_plans(path: str | Path) -> dict[str, dict[str, Any]]:
     """The `plans` section of a pricing file (config/pricing.yaml): wallet -> its terms, as
     `set_plan` keywords (allowance, every, anchor, rollover_max, priority, overage,
     overage_max). Unknown keys are an error; values are checked when applied."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read pricing file {path}: {exc}") from exc
-    section = doc.get("plans") if isinstance(doc, dict) else None
+    section = read_mapping(path, "pricing file").get("plans")
     if section is None:
         return {}
     if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):

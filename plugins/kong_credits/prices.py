@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .engine import PERIOD_SECONDS
 from .errors import InvalidInput
 from .money import MAX_AMOUNT
 from .render import PLUGIN_NAMES
+from .yaml_files import read_mapping
 
 __all__ = ["ANY", "PRIVATE_FIELDS", "PricedRoute", "declarative_prices", "display_path",
            "priced_routes", "route_prices"]
@@ -71,13 +70,7 @@ def route_prices(kong_yml_path: str | Path) -> list[dict[str, Any]]:
 
     Raises InvalidInput when the file cannot be read or a route would run both plugins.
     """
-    try:
-        declarative = yaml.safe_load(Path(kong_yml_path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read {kong_yml_path}: {exc}") from exc
-    if not isinstance(declarative, Mapping):
-        raise InvalidInput(f"{kong_yml_path}: expected a Kong declarative config (a mapping)")
-    return declarative_prices(declarative)
+    return declarative_prices(read_mapping(kong_yml_path, "Kong declarative config"))
 
 
 def declarative_prices(declarative: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import yaml
 
 from .errors import InvalidInput
 from .schema import parse_config
+from .yaml_files import read_mapping
 
 __all__ = ["HEADER", "load_pricing", "render", "render_file"]
 
@@ -30,11 +31,8 @@ def plugin_name(config: Mapping[str, Any]) -> str:
 
 def load_pricing(path: str | Path) -> dict[str, dict[str, Any]]:
     """Route name -> credits plugin config, defaults merged in and every config validated."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read pricing file {path}: {exc}") from exc
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("routes"), Mapping):
+    doc = read_mapping(path, "pricing file")
+    if not isinstance(doc.get("routes"), Mapping):
         raise InvalidInput(f"{path}: expected a mapping with a `routes` mapping")
     defaults = doc.get("defaults") or {}
     unknown_top = set(doc) - {"defaults", "routes", "plans"}
@@ -81,9 +79,6 @@ def render(declarative: dict[str, Any], prices: Mapping[str, Mapping[str, Any]])
 
 def render_file(pricing: str | Path, kong_yml: str | Path) -> str:
     """The text of `kong_yml` with its credits plugins rendered from `pricing`."""
-    try:
-        declarative = yaml.safe_load(Path(kong_yml).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read {kong_yml}: {exc}") from exc
+    declarative = dict(read_mapping(kong_yml, "Kong declarative config"))
     rendered = render(declarative, load_pricing(pricing))
     return HEADER + yaml.safe_dump(rendered, sort_keys=False, allow_unicode=True, width=100)

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import InvalidInput
 from ..host.entities import entity_id
+from ..yaml_files import read_mapping
 
 __all__ = ["RouteNames"]
 
@@ -39,12 +37,7 @@ class RouteNames:
     @classmethod
     def load(cls, path: str | Path) -> RouteNames:
         """InvalidInput when the file cannot be read as YAML."""
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"cannot read {path}: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise InvalidInput(f"{path}: expected a Kong declarative config (a mapping)")
+        data = read_mapping(path, "Kong declarative config")
         routes: dict[str, str] = {}
         services: dict[str, str] = {}
         for service_id, name, service in _named(data.get("services"), "services"):

@@ -14,6 +14,7 @@ import yaml
 from ..errors import InvalidInput
 from ..prices import declarative_prices, route_prices
 from ..render import load_pricing, render, render_file
+from ..yaml_files import read_mapping
 from .deck_plugins import deck_plugin_file, dump_plugin_file
 from .kic import RESOURCES, dump_manifests, kic_manifests
 from .openapi import expand_prices, load_spec
@@ -44,16 +45,6 @@ def _usage(action: Callable[[], Any]) -> Any:
         raise click.UsageError(str(exc)) from exc
 
 
-def _read_yaml(path: str) -> Mapping[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise InvalidInput(f"{path}: expected a mapping")
-    return data
-
-
 def _from_spec(spec_path: str, tags: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the spec with its prices written out in full, its Kong declarative config)."""
     expanded = expand_prices(load_spec(spec_path))
@@ -67,8 +58,8 @@ def _render(fmt: str, pricing: str | None, kong_yml: str, spec: str | None,
             raise InvalidInput("--format openapi writes a spec: give it with --openapi")
         if fmt == "kong":
             return render_file(pricing or DEFAULT_PRICING, kong_yml)
-        declarative = render(dict(_read_yaml(kong_yml)), load_pricing(pricing or
-                                                                      DEFAULT_PRICING))
+        declarative = render(dict(read_mapping(kong_yml, "Kong declarative config")),
+                             load_pricing(pricing or DEFAULT_PRICING))
     else:
         expanded, declarative = _from_spec(spec, tags)
         if fmt == "openapi":
