@@ -80,7 +80,7 @@ def test_record_request_is_off_by_default():
     ({"rate_limit": {"minute": 0}}, "config.rate_limit.minute: value must be greater than 0"),
     ({"rate_limit": {"week": 5}}, "config.rate_limit.week: unknown field"),
     ({"mode": "audit"}, "config.mode: expected one of: enforce, shadow"),
-    ({"on_redis_error": "retry"}, "config.on_redis_error: expected one of: deny, allow"),
+    ({"on_redis_error": "retry"}, "config.on_redis_error: expected one of: deny, allow, spool"),
     ({"cost_header": ""}, "config.cost_header: unknown field"),
     ({"rate_limit_scope": "service"},
      "config.rate_limit_scope: expected one of: route, consumer"),

@@ -12,6 +12,7 @@ import click
 
 from .. import __version__
 from ..pluginserver_metrics import METRICS
+from ..spool import SPOOLS
 from .errors import PluginLoadError, PluginServerError
 from .loader import load_plugins
 from .rpc import PluginServer
@@ -189,6 +190,7 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         if not os.path.isdir(prefix):
             raise click.ClickException(f"path {prefix} doesn't exist, can't create the socket")
         workers = workers or default_workers()
+        SPOOLS.configure(prefix)  # on_redis_error=spool writes under <prefix>/credits-spool
         if metrics_port is not None and workers != 1:
             raise click.UsageError(
                 f"--metrics-port needs --workers 1 (got {workers}): each worker process counts "
