@@ -261,12 +261,14 @@ def _register_subcommands() -> None:
     from .forwarder.cli import dlq_command, forwarder_command
     from .host.command import host_command
     from .pluginserver.command import pluginserver_command
+    from .spool.cli import spool_command
 
     main.add_command(pluginserver_command)
     main.add_command(host_command)
     main.add_command(forwarder_command)
     main.add_command(dlq_command)
     main.add_command(alerts_command)
+    main.add_command(spool_command)
 
 
 _register_subcommands()

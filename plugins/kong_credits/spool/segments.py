@@ -24,7 +24,8 @@ from ..redact import mask_url
 from .records import Record, decode_line
 
 __all__ = ["SPOOL_DIRNAME", "LockedSegment", "SegmentWriter", "directory_bytes",
-           "lock_segments", "segment_paths", "spool_directory"]
+           "lock_segments", "locked_segments", "prepare_directory", "read_done",
+           "read_records", "segment_paths", "spool_directory"]
 
 SPOOL_DIRNAME = "credits-spool"
 SEGMENT_SUFFIX = ".spool"
@@ -141,14 +142,14 @@ class LockedSegment:
         os.close(self.fd)
 
 
-def _read_done(path: Path) -> int:
+def read_done(path: Path) -> int:
     try:
         return max(0, int(path.read_text().strip() or 0))
     except (FileNotFoundError, ValueError):
         return 0
 
 
-def _read_records(fd: int, start: int) -> tuple[list[tuple[int, Record]], int]:
+def read_records(fd: int, start: int) -> tuple[list[tuple[int, Record]], int]:
     """Records after `start`, and how many lines could not be read (a torn tail, garbage)."""
     with os.fdopen(os.dup(fd), "rb") as file:
         file.seek(start)
@@ -187,8 +188,8 @@ def lock_segments(directory: Path) -> list[LockedSegment]:
         except (BlockingIOError, FileNotFoundError):
             os.close(fd)
             continue
-        segment = LockedSegment(path, fd, _read_done(path.with_name(path.name + DONE_SUFFIX)))
-        segment.records, segment.unreadable = _read_records(fd, segment.done_offset)
+        segment = LockedSegment(path, fd, read_done(path.with_name(path.name + DONE_SUFFIX)))
+        segment.records, segment.unreadable = read_records(fd, segment.done_offset)
         locked.append(segment)
     return locked
 
