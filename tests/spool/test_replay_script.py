@@ -88,3 +88,27 @@ def test_a_live_request_is_not_taken_for_a_replay(r):
     wallets.grant(r, "w", 3)
     refused = Engine(r).authorize(AuthorizeRequest("live-1", "w", "c1", 5, path="replay:1"))
     assert refused.status == 402
+
+
+def test_a_pin_keeps_the_answer_of_a_call_that_ran_before_redis_went_away(r):
+    """The plugin keeps answers ~10 s; a spooled request whose call did run (a stalled
+    Redis ran it late) is pinned at once, so its replay, however late, charges nothing."""
+    wallets.grant(r, "w", 100)
+    ran = Engine(r, answer_ttl_ms=10_500).authorize(AuthorizeRequest("req-1", "w", "c1", 5))
+    assert ran.status == 200
+    answer = WalletKeys("w").request("req-1")
+    assert r.pttl(answer) <= 10_500
+    keys, args = replay_call(spooled("req-1", sent=True), 5, mode="pin")
+    pinned = Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+    assert (pinned.reason, pinned.replayed) == ("pinned", True)
+    assert r.pttl(answer) > 86_400_000
+    assert replay(r, spooled("req-1", sent=True)).replayed
+    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (95, 1)
+
+
+def test_a_pin_of_a_call_that_never_ran_keeps_nothing_and_charges_nothing(r):
+    keys, args = replay_call(spooled("req-1", sent=True), 5, mode="pin")
+    pinned = Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+    assert (pinned.reason, pinned.replayed) == ("pinned", False)
+    assert r.exists(WalletKeys("w").request("req-1")) == 0
+    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (0, 0)

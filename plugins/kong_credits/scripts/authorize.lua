@@ -43,21 +43,29 @@ local abuse_factor, warmup = tonumber(ARGV[13]), tonumber(ARGV[14])
 local min_rate, throttle = tonumber(ARGV[15]), tonumber(ARGV[16])
 local alerts = KEYS[14]
 
+-- Replay modes (spool/replay.py, on_redis_error=spool): the last ARGV is "replay:<ms>" or
+-- "pin:<ms>", <ms> the time the request was served, after the limits (none are passed).
+-- A pin comes first, for a spooled request whose call may have run before Redis went away:
+-- it keeps that request's stored answer, if any, for ARGV 4 (the replay's long ttl), so that
+-- its replay, however late, finds it and charges nothing. Reply: replayed = 1 if it was kept.
+local replay_kind, replay_at = string.match(ARGV[#ARGV], '^(%l+):(%d+)$')
+if replay_kind == 'pin' then
+  return {200, 0, 0, -1, -1, 0, 0, redis.call('PEXPIRE', KEYS[12], answer_ttl), 'pinned'}
+end
+
 local stored = redis.call('GET', KEYS[12])
 if stored then
   local reply = decode_reply(stored)
   reply[8] = 1
   return reply
 end
--- Replay of a request served while Redis was away (spool/replay.py, on_redis_error=spool):
--- the last ARGV is "replay:<ms the request was served at>", after the limits (none are
--- passed). It was served already, so it is admitted whatever the balance, limits and caps
--- (which count it): what the wallet and its parent cannot pay becomes the wallet's
--- overdraft, alerted (`overdraft`). The wallet's counters use Redis's clock (ARGV 3 is 0),
--- the event the time it was served. Its answer is kept for ARGV 4 (the replay's long ttl),
--- so a replay resent after a crash finds it above and charges nothing.
-local replay_at = string.match(ARGV[#ARGV], '^replay:(%d+)$')
-if replay_at then
+-- Replay ("replay:<ms>", above) of a request served while Redis was away: it was served
+-- already, so it is admitted whatever the balance, limits and caps (which count it): what
+-- the wallet and its parent cannot pay becomes the wallet's overdraft, alerted
+-- (`overdraft`). The wallet's counters use Redis's clock (ARGV 3 is 0), the event the time
+-- it was served. Its answer is kept for ARGV 4 (the replay's long ttl), so a replay resent
+-- after a crash finds it above and charges nothing.
+if replay_kind == 'replay' then
   local own, parent, finish = open_family(ARGV[6], ARGV[12], now)
   local from_own = math.min(cost, math.max(spendable(own), 0))
   local from_parent = parent and math.min(cost - from_own, math.max(spendable(parent), 0)) or 0

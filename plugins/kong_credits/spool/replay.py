@@ -43,6 +43,7 @@ BACKGROUND_SHARE = 0.05
 """The most of the process's time the background replay takes (5%)."""
 BATCH = 32
 """Replay calls in flight at once (pipelined)."""
+PIN_BATCH = 256
 INTERVAL_S = 1.0
 SEAL_EVERY_S = 5.0
 """How often a process seals its own segment to try replaying it while it has no sign that
@@ -53,14 +54,16 @@ logger = logging.getLogger("kong_credits.spool")
 Charge = Callable[[Sequence[str], Sequence[Any]], Awaitable[Decision]]
 
 
-def replay_call(request: SpooledRequest, cost: int) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of authorize.lua's replay mode for one spooled request."""
+def replay_call(request: SpooledRequest, cost: int, *, mode: str = "replay"
+                ) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of authorize.lua's replay mode for one spooled request (`mode` "pin":
+    only keep the answer its first call may have stored, see `_pin`)."""
     keys, args = authorize_call(AuthorizeRequest(
         request_id=request.request_id, wallet=request.wallet, consumer=request.consumer,
         cost=cost, route=request.route, service=request.service, method=request.method,
         path=request.path,
     ), now_ms=0, answer_ttl_ms=REPLAY_ANSWER_TTL_MS, hold_ms=0)
-    args.append(f"replay:{request.at_ms}")
+    args.append(f"{mode}:{request.at_ms}")
     return keys, args
 
 
@@ -108,15 +111,41 @@ async def _charge_batch(segment: LockedSegment, batch: list[tuple[int, SpooledRe
     return not outcome.failed
 
 
+async def _pin(records: list[SpooledRequest], charge: Charge, pinned: set[str],
+               outcome: ReplayOutcome) -> bool:
+    """Keep the stored answers of requests whose call may have run in Redis (`sent`) before
+    they expire (the plugin keeps answers 2 x redis_timeout_ms + 10 s): a Redis that stalled
+    rather than died runs such calls when it wakes up, and their in-order replay may come
+    much later. Cheap calls, at full speed, once per request and process; False when Redis
+    failed."""
+    todo = [r for r in records if r.sent and r.request_id not in pinned]
+    for start in range(0, len(todo), PIN_BATCH):
+        batch = todo[start:start + PIN_BATCH]
+        results = await asyncio.gather(
+            *(charge(*replay_call(r, r.cost, mode="pin")) for r in batch),
+            return_exceptions=True)
+        for record, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                outcome.failed = f"{type(result).__name__}: {result}"
+                return False
+            pinned.add(record.request_id)
+    return True
+
+
 async def replay_directory(directory: Path, charge: Charge, *,
-                           share: float = BACKGROUND_SHARE) -> ReplayOutcome:
-    """One pass: lock every segment no other process holds, charge their records in order,
+                           share: float = BACKGROUND_SHARE,
+                           pinned: set[str] | None = None) -> ReplayOutcome:
+    """One pass: lock every segment no other process holds, pin what may have been charged
+    already (`_pin`; `pinned` remembers it across passes), charge the records in order,
     delete each segment once all of it is charged. Stops at the first failed call (Redis
     away again), or before a metered request still waiting for its price."""
     outcome = ReplayOutcome()
     now_ms = time.time_ns() // 1_000_000
     with locked_segments(directory) as segments:
         records = [record for segment in segments for _, record in segment.records]
+        spooled = [r for r in records if isinstance(r, SpooledRequest)]
+        if not await _pin(spooled, charge, set() if pinned is None else pinned, outcome):
+            return outcome
         settled = {r.request_id: r.cost for r in records if isinstance(r, SettledPrice)}
         requested = {r.request_id for r in records if isinstance(r, SpooledRequest)}
         for segment in segments:
@@ -156,7 +185,8 @@ async def replay_spool(spool: Spool, engine: Any, *, seal: bool) -> ReplayOutcom
     this process's own."""
     if seal and spool.writing:
         spool.seal()
-    outcome = await replay_directory(spool.directory, engine.authorize_packed)
+    outcome = await replay_directory(spool.directory, engine.authorize_packed,
+                                     pinned=spool.pinned)
     spool.replayed += outcome.replayed
     if outcome.overdrawn:
         logger.warning("credits: %d replayed request(s) overdrew their wallet (the wallets "
@@ -166,6 +196,7 @@ async def replay_spool(spool: Spool, engine: Any, *, seal: bool) -> ReplayOutcom
         logger.warning("credits: spool %s is empty again: %d spooled request(s) charged in "
                        "Redis %s", spool.directory, spool.replayed, spool.where)
         spool.spooling, spool.replayed = False, 0
+        spool.pinned.clear()
     return outcome
 
 

@@ -58,6 +58,8 @@ class Spool:
         """Whether this process spooled since the spool was last seen empty (for the logs)."""
         self.replayed = 0
         """Requests this process charged from the spool since it was last empty."""
+        self.pinned: set[str] = set()
+        """Spooled requests whose stored answers this process kept (replay.py `_pin`)."""
         self.redis_answered = False
         """Whether the last live call to this Redis was answered (the plugins set it): the
         replay seals this process's segment at once rather than every few seconds."""
