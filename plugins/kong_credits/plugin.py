@@ -204,7 +204,7 @@ class Plugin:
                     path=path, metered=self.metered, sent=_maybe_sent(exc)))
             return await self._redis_down(kong, exc)
         if self._spool is not None:
-            self._spool.redis_answered = True
+            self._spool.answered += 1
         if decision.admitted:
             _ADMITTED.inc()
             if self.metered:
@@ -237,7 +237,6 @@ class Plugin:
         once Redis answers; a full or unwritable spool passes it unmetered (allow)."""
         spool = self._spool
         assert spool is not None
-        spool.redis_answered = False
         if not spool.append(request, max_bytes=self.config.spool_max_bytes,
                             fsync=self._fsync):
             METRICS.unmetered.inc()

@@ -22,7 +22,7 @@ from kong_credits.keys import WalletKeys
 from kong_credits.pluginserver_metrics import METRICS
 from kong_credits.spool import FsyncPolicy, SettledPrice, Spool, SpooledRequest
 from kong_credits.spool.metrics import SPOOL_METRICS
-from kong_credits.spool.replay import replay_directory
+from kong_credits.spool.replay import Pace, replay_directory
 from kong_credits.spool.segments import lock_segments, segment_paths, spool_directory
 
 URL = "redis://:s3cret@127.0.0.1:6399/0"
@@ -55,7 +55,7 @@ class Charges:
 
 
 def replay(directory: Path, charges: Charges) -> Any:
-    return asyncio.run(replay_directory(directory, charges, share=1.0))
+    return asyncio.run(replay_directory(directory, charges))
 
 
 def events(r: redis.Redis, wallet: str = "w") -> list[str]:
@@ -200,3 +200,17 @@ def test_the_metrics_count_spooled_replayed_dropped_and_bytes(tmp_path, r):
     bytes_line = next(x for x in text.splitlines() if x.startswith("kong_credits_spool_bytes "))
     assert float(bytes_line.split()[1]) >= spool.size_bytes > 0
     spool.seal()
+
+
+def test_the_background_pace_yields_to_live_traffic():
+    live = [0]
+    pace = Pace(lambda: live[0], now=100.0)
+    # The first second, before any live rate is known: the floor (50/s) and the 5% share.
+    assert pace.wait_s(16, 0.002, now=100.1) == pytest.approx(16 / 50 - 0.002)
+    live[0] = 2000  # 2,000 live requests/s: at most 100 spooled/s
+    assert pace.wait_s(16, 0.002, now=101.0) == pytest.approx(16 / 100 - 0.002)
+    live[0] = 40_000  # 38,000/s: 1,900/s, and now the 5% share (19 x 10 ms) is the longer
+    assert pace.wait_s(16, 0.010, now=102.0) == pytest.approx(0.19)
+    # No live request for a second: only the share holds the replay back.
+    assert pace.wait_s(16, 0.002, now=103.0) == pytest.approx(0.038)
+    assert Pace(share=1.0).wait_s(16, 0.002, now=0.0) == 0.0  # the CLI: full speed

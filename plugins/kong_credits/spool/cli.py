@@ -139,7 +139,7 @@ def replay_command(prefix: str, redis_url: str) -> None:
     async def charge(keys: Sequence[str], args: Sequence[Any]) -> Decision:
         return Decision.from_reply(run_script(client, AUTHORIZE, keys, args))
 
-    outcome = asyncio.run(replay_directory(directory, charge, share=1.0))
+    outcome = asyncio.run(replay_directory(directory, charge))
     in_use = sum(1 for path in segment_paths(directory) if _in_use(path))
     click.echo(f"charged {outcome.replayed} spooled request(s) "
                f"({outcome.overdrawn} overdrew their wallet)")

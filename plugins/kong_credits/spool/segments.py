@@ -25,7 +25,7 @@ from .records import Record, decode_line
 
 __all__ = ["SPOOL_DIRNAME", "LockedSegment", "SegmentWriter", "directory_bytes",
            "lock_segments", "locked_segments", "prepare_directory", "read_done",
-           "read_records", "segment_paths", "spool_directory"]
+           "read_lines", "read_records", "segment_paths", "spool_directory"]
 
 SPOOL_DIRNAME = "credits-spool"
 SEGMENT_SUFFIX = ".spool"
@@ -111,14 +111,14 @@ class SegmentWriter:
 
 @dataclass
 class LockedSegment:
-    """A segment this process holds the lock of, with its records not yet replayed:
-    (end offset, record) pairs in file order."""
+    """A segment this process holds the lock of, with its lines not yet replayed: (end
+    offset, raw line) pairs in file order, decoded as the replay reaches them (a large
+    spool is not decoded in one go on the server's event loop)."""
 
     path: Path
     fd: int
     done_offset: int
-    records: list[tuple[int, Record]] = field(default_factory=list)
-    unreadable: int = 0
+    lines: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def done_path(self) -> Path:
@@ -149,20 +149,27 @@ def read_done(path: Path) -> int:
         return 0
 
 
-def read_records(fd: int, start: int) -> tuple[list[tuple[int, Record]], int]:
-    """Records after `start`, and how many lines could not be read (a torn tail, garbage)."""
+def read_lines(fd: int, start: int) -> list[tuple[int, bytes]]:
+    """The non-blank lines after `start`, each with the offset where it ends."""
     with os.fdopen(os.dup(fd), "rb") as file:
         file.seek(start)
         data = file.read()
-    records: list[tuple[int, Record]] = []
-    unreadable = 0
+    lines: list[tuple[int, bytes]] = []
     offset = start
     for line in data.splitlines(keepends=True):
         offset += len(line)
-        if not line.strip():
-            continue
+        if line.strip():
+            lines.append((offset, line))
+    return lines
+
+
+def read_records(fd: int, start: int) -> tuple[list[tuple[int, Record]], int]:
+    """Records after `start`, and how many lines could not be read (a torn tail, garbage)."""
+    records: list[tuple[int, Record]] = []
+    unreadable = 0
+    for end, line in read_lines(fd, start):
         try:
-            records.append((offset, decode_line(line)))
+            records.append((end, decode_line(line)))
         except InvalidInput:
             unreadable += 1
     return records, unreadable
@@ -189,7 +196,7 @@ def lock_segments(directory: Path) -> list[LockedSegment]:
             os.close(fd)
             continue
         segment = LockedSegment(path, fd, read_done(path.with_name(path.name + DONE_SUFFIX)))
-        segment.records, segment.unreadable = read_records(fd, segment.done_offset)
+        segment.lines = read_lines(fd, segment.done_offset)
         locked.append(segment)
     return locked
 

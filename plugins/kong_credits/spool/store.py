@@ -60,9 +60,9 @@ class Spool:
         """Requests this process charged from the spool since it was last empty."""
         self.pinned: set[str] = set()
         """Spooled requests whose stored answers this process kept (replay.py `_pin`)."""
-        self.redis_answered = False
-        """Whether the last live call to this Redis was answered (the plugins set it): the
-        replay seals this process's segment at once rather than every few seconds."""
+        self.answered = 0
+        """Live calls to this Redis answered (the plugins count them): the replay yields to
+        their rate (replay.Pace)."""
         SPOOL_METRICS.watch(self)
 
     @property
