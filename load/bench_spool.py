@@ -42,7 +42,6 @@ from measure import CpuClock, describe_machine, percentile, wait_for_quiet, writ
 from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, Decision, run_script
 from kong_credits.host import Host, credits_servers, static_upstream
-from kong_credits.keys import event_streams
 from kong_credits.redis_server import EmbeddedRedis
 from kong_credits.spool import FsyncPolicy, Spool, SpooledRequest
 from kong_credits.spool.replay import replay_directory
@@ -51,6 +50,8 @@ from kong_credits.spool.segments import segment_paths, spool_directory
 LOAD = Path(__file__).resolve().parent
 RESULTS = LOAD / "RESULTS.md"
 PAYER = "bench-spool-payer"
+REPLAYED = "bench-spool-replayed"  # the spooled requests' wallet
+REPLAY_FUNDS = 10**12
 DEAD = "redis://127.0.0.1:1/0"  # nothing listens on port 1: refused at once
 
 
@@ -82,7 +83,9 @@ class Measured:
     p99_ms: float
 
 
-async def measure(host: Host, path: str, requests: int, concurrency: int) -> Measured:
+async def measure(host: Host, path: str, requests: int, concurrency: int,
+                  started: asyncio.Event | None = None) -> Measured:
+    """A saturating pass; `started` is set once the machine is quiet and the pass begins."""
     request = client_request(path, "bench-key")
     send = lambda: host.handle_request(request)  # noqa: E731
     pid = host.processes["credits"].pid
@@ -91,6 +94,8 @@ async def measure(host: Host, path: str, requests: int, concurrency: int) -> Mea
     await asyncio.to_thread(wait_for_quiet)
     clock = CpuClock({"server": pid})
     clock.start()
+    if started is not None:
+        started.set()
     seen: Pass = await saturate(host, send, requests, concurrency)
     cpu = clock.stop()
     if set(seen.statuses) != {200}:
@@ -104,41 +109,50 @@ def write_spool(prefix: str, redis_url: str, count: int) -> None:
     spool = Spool(spool_directory(prefix, redis_url), redis_url)
     at_ms = time.time_ns() // 1_000_000
     for n in range(count):
-        spool.append(SpooledRequest(f"bench-{at_ms}-{n}", PAYER, "bench-consumer", 1, at_ms),
+        spool.append(SpooledRequest(f"bench-{at_ms}-{n}", REPLAYED, "bench-consumer", 1,
+                                    at_ms),
                      max_bytes=1 << 40, fsync=FsyncPolicy.NEVER)
     spool.seal()
 
 
-def events(admin: redis.Redis) -> int:
-    return sum(admin.xlen(stream) for stream in event_streams())
+def replayed(admin: redis.Redis) -> int:
+    """Spooled requests charged so far: each costs its wallet 1 credit."""
+    return REPLAY_FUNDS - wallets.balance(admin, REPLAYED).balance
 
 
 async def replay_under_load(host: Host, admin: redis.Redis, prefix: str, redis_url: str,
                             args: argparse.Namespace) -> tuple[Measured, float, bool, float]:
-    """Live traffic while the server replays --spooled requests: (the live pass, background
-    replay rate over it, whether the replay still ran at its end, plugin-server CPU µs per
-    request replayed with no live traffic, measured while the rest of the spool drains)."""
-    write_spool(prefix, redis_url, args.spooled)
-    before = events(admin)
-    deadline = time.monotonic() + 10
-    while events(admin) == before:  # the replay adopts the segment within a second
-        if time.monotonic() > deadline:
-            raise RuntimeError("the plugin server did not start replaying")
-        await asyncio.sleep(0.05)
-    replay_start, started = events(admin), time.monotonic()
-    live = await measure(host, "/live", args.requests, args.concurrency)
-    elapsed = time.monotonic() - started
-    replayed = events(admin) - replay_start - args.requests
+    """A live pass during which --spooled requests (of their own wallet) appear in the live
+    Redis's spool, as a sealed segment a crashed server leaves, 0.3 s into the pass: (the live
+    pass, background replay rate from the first replayed request to the pass's end, whether
+    the replay still ran then, plugin-server CPU µs per request replayed with no live
+    traffic, measured while the rest of the spool drains)."""
     directory = spool_directory(prefix, redis_url)
+    started = asyncio.Event()
+    live_pass = asyncio.get_running_loop().create_task(
+        measure(host, "/live", args.requests, args.concurrency, started))
+    await started.wait()
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(write_spool, prefix, redis_url, args.spooled)
+    base = replayed(admin)
+    first_at = None
+    while not live_pass.done():
+        await asyncio.sleep(0.02)
+        if first_at is None and replayed(admin) > base:
+            first_at = (time.monotonic(), replayed(admin))
+    live = await live_pass
+    rate = 0.0
+    if first_at is not None:
+        rate = (replayed(admin) - first_at[1]) / max(time.monotonic() - first_at[0], 1e-3)
     still_running = bool(segment_paths(directory))
     pid = host.processes["credits"].pid
     assert pid is not None
-    clock, idle_start = CpuClock({"server": pid}), events(admin)
+    clock, idle_start = CpuClock({"server": pid}), replayed(admin)
     clock.start()
     while segment_paths(directory):  # drains with no live traffic before the next pass
         await asyncio.sleep(0.2)
-    idle_cpu, idle_replayed = clock.stop()["server"], events(admin) - idle_start
-    return (live, replayed / elapsed, still_running,
+    idle_cpu, idle_replayed = clock.stop()["server"], replayed(admin) - idle_start
+    return (live, rate, still_running,
             idle_cpu / idle_replayed * 1e6 if idle_replayed else float("nan"))
 
 
@@ -166,6 +180,7 @@ def _median(values: Sequence[float]) -> float:
 async def run(args: argparse.Namespace, redis_url: str) -> list[str]:
     admin = redis.Redis.from_url(redis_url)
     wallets.grant(admin, PAYER, 10**12)
+    wallets.grant(admin, REPLAYED, REPLAY_FUNDS)
     prefix = tempfile.mkdtemp(prefix="kcspool", dir="/tmp")
     servers = [replace(s, start_cmd=f"{s.start_cmd} --workers 1") if s.start_cmd else s
                for s in credits_servers(prefix)]

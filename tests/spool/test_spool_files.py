@@ -205,7 +205,7 @@ def test_the_metrics_count_spooled_replayed_dropped_and_bytes(tmp_path, r):
 def test_the_background_pace_yields_to_live_traffic():
     live = [0]
     pace = Pace(lambda: live[0], now=100.0)
-    # The first second, before any live rate is known: the floor (50/s) and the 5% share.
+    # The first window, before any live rate is known: the floor (50/s) and the 5% share.
     assert pace.wait_s(16, 0.002, now=100.1) == pytest.approx(16 / 50 - 0.002)
     live[0] = 2000  # 2,000 live requests/s: at most 100 spooled/s
     assert pace.wait_s(16, 0.002, now=101.0) == pytest.approx(16 / 100 - 0.002)

@@ -49,6 +49,7 @@ FLOOR_PER_S = 50
 BATCH = 16
 """Replay calls in flight at once (pipelined): few, so live calls never queue long behind."""
 PIN_BATCH = 256
+RATE_WINDOW_S = 0.25
 INTERVAL_S = 1.0
 _SETTLE_MARK = b'"kind":"settle"'
 _SENT_MARK = b'"sent":true'
@@ -77,9 +78,10 @@ class Pace:
     """How long the background replay waits after each batch.
 
     `live_requests()` counts the live requests answered so far (the spool's plugins count
-    them); their rate, measured over the last second or more, caps the replay at
-    `live_fraction` of it (at least `floor_per_s`). Until a first second is measured the
-    cap is the floor. Whatever the traffic, a batch is followed by a wait of (1 - share) /
+    them); their rate, measured over the last quarter second or more (so that traffic
+    arriving while the replay runs alone slows it within that), caps the replay at
+    `live_fraction` of it (at least `floor_per_s`). Until a first window is measured the cap
+    is the floor. Whatever the traffic, a batch is followed by a wait of (1 - share) /
     share times what it took. `Pace(share=1)` without a count: full speed (the CLI).
     """
 
@@ -95,7 +97,7 @@ class Pace:
     def _live_rate(self, now: float) -> float | None:
         if self._live is None:
             return 0.0
-        if now - self._since >= 1.0:
+        if now - self._since >= RATE_WINDOW_S:
             count = self._live()
             self._live_per_s = (count - self._count) / (now - self._since)
             self._since, self._count = now, count
