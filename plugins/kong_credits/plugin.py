@@ -8,6 +8,10 @@ every request of every instance that declares it, one more RPC each.
 `credits-metered` holds an estimate at access (1 more PDK call: kong.ctx.shared.set) and
 settles the price the upstream reports in its log phase (kong.ctx.shared.get,
 kong.log.serialize, one settle script call). A route uses one or the other.
+
+With `on_redis_error: spool`, a request Redis cannot answer passes with X-Credits-Spooled
+and is written to the plugin server's local spool (spool/), which charges it once Redis is
+back; a credits-metered one adds its settled price there from its log phase.
 """
 
 from __future__ import annotations
@@ -190,15 +194,14 @@ class Plugin:
         if config.record_request:
             method, path = split_request_line(await kong.nginx.get_var("request"))
         request_id = REQUEST_IDS.next()
+        consumer_id = str(consumer.get("id") or consumer.get("username"))
         try:
             decision = await self.engine.authorize_prepared(
-                self._authorize, request_id, wallet,
-                str(consumer.get("id") or consumer.get("username")), method, path)
+                self._authorize, request_id, wallet, consumer_id, method, path)
         except RedisUnavailable as exc:
             if self._spool is not None:
                 return await self._spool_request(kong, exc, SpooledRequest(
-                    request_id=request_id, wallet=wallet,
-                    consumer=str(consumer.get("id") or consumer.get("username")),
+                    request_id=request_id, wallet=wallet, consumer=consumer_id,
                     cost=config.cost, at_ms=time.time_ns() // 1_000_000,
                     route=config.route_id, service=config.service_id, method=method,
                     path=path, metered=self.metered, sent=_maybe_sent(exc)))

@@ -23,6 +23,12 @@ from kong_credits.host import Host, credits_servers
 from kong_credits.redis_server import _free_port, find_redis_server
 from kong_credits.spool.segments import SPOOL_DIRNAME, segment_paths
 
+KEYS = {f"key{n}": f"spool-w{n}" for n in range(4)}
+PROBE = {"probe": "spool-direct"}
+"""A consumer the tests' own requests use, apart from the traffic's wallets."""
+FUNDS = {wallet: 1_000_000 for wallet in KEYS.values()}
+COST = 5
+
 
 class RestartableRedis:
     """redis-server on a fixed loopback port; `stop()` saves (SHUTDOWN SAVE) and exits, so
@@ -40,10 +46,10 @@ class RestartableRedis:
              "--save", "", "--appendonly", "no", "--dir", self._dir.name,
              "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers, timeout_s=10)
+        wait_until(self.answers, timeout_s=10)
         return self
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             with redis.Redis(port=self.port, socket_timeout=1) as client:
                 return bool(client.ping())
@@ -174,6 +180,8 @@ def assert_each_admitted_request_charged_once(
     return statuses
 
 
-def let_traffic_flow(seconds: float) -> None:
-    """Keep sending for a while (volume, not an assertion about speed)."""
-    time.sleep(seconds)
+def check_charges(server: RestartableRedis, *traffics: Traffic) -> None:
+    """`assert_each_admitted_request_charged_once` over the traffic's wallets (KEYS)."""
+    with server.client() as client:
+        statuses = assert_each_admitted_request_charged_once(client, traffics, FUNDS, COST)
+    assert statuses[200] > 0
