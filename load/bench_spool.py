@@ -8,10 +8,11 @@ one process's), on a throwaway redis-server:
   once a second), `spooled-fsync` (`spool_fsync: always`), `allow` (the same dead Redis,
   `on_redis_error: allow`: passed unmetered, the floor). Plugin-server CPU per request, rate,
   p50/p99 of the access phase; ratios against `live` of the same round.
-- replay under load: --spooled requests are written to the live Redis's spool (a sealed
-  segment, as a crashed server leaves it), the plugin server adopts and replays it in the
-  background while `live` traffic saturates; that pass against a `live` pass with nothing to
-  replay (ABBA order, per-round ratios, median). Also the background replay rate.
+- replay under load: 0.3 s into a saturating `live` pass, --spooled requests appear in the
+  live Redis's spool (a sealed segment, as a crashed server leaves it, written beforehand
+  and moved in); the plugin server adopts and replays it in the background; that pass
+  against a `live` pass with nothing to replay (alternating order, per-round ratios,
+  medians), the background replay rate, and the replay's own CPU once traffic stops.
 - the rate of `kong-credits spool replay` (full speed, no live traffic).
 
     python load/bench_spool.py                  # updates load/RESULTS.md
@@ -42,6 +43,7 @@ from measure import CpuClock, describe_machine, percentile, wait_for_quiet, writ
 from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, Decision, run_script
 from kong_credits.host import Host, credits_servers, static_upstream
+from kong_credits.keys import WalletKeys
 from kong_credits.redis_server import EmbeddedRedis
 from kong_credits.spool import FsyncPolicy, Spool, SpooledRequest
 from kong_credits.spool.replay import replay_directory
@@ -116,8 +118,8 @@ def write_spool(prefix: str, redis_url: str, count: int) -> None:
 
 
 def replayed(admin: redis.Redis) -> int:
-    """Spooled requests charged so far: each costs its wallet 1 credit."""
-    return REPLAY_FUNDS - wallets.balance(admin, REPLAYED).balance
+    """Spooled requests charged so far: each costs its wallet 1 credit (one HGET)."""
+    return REPLAY_FUNDS - int(admin.hget(WalletKeys(REPLAYED).state, "balance") or 0)
 
 
 async def replay_under_load(host: Host, admin: redis.Redis, prefix: str, redis_url: str,
@@ -128,22 +130,27 @@ async def replay_under_load(host: Host, admin: redis.Redis, prefix: str, redis_u
     the replay still ran then, plugin-server CPU µs per request replayed with no live
     traffic, measured while the rest of the spool drains)."""
     directory = spool_directory(prefix, redis_url)
+    staging = Path(prefix) / "staging"
+    write_spool(str(staging), redis_url, args.spooled)  # before the pass: no work during it
+    [segment] = segment_paths(spool_directory(staging, redis_url))
     started = asyncio.Event()
     live_pass = asyncio.get_running_loop().create_task(
         measure(host, "/live", args.requests, args.concurrency, started))
     await started.wait()
     await asyncio.sleep(0.3)
-    await asyncio.to_thread(write_spool, prefix, redis_url, args.spooled)
-    base = replayed(admin)
+    base = await asyncio.to_thread(replayed, admin)
+    segment.rename(directory / segment.name)  # appears at once, as a crashed server's
     first_at = None
-    while not live_pass.done():
-        await asyncio.sleep(0.02)
-        if first_at is None and replayed(admin) > base:
-            first_at = (time.monotonic(), replayed(admin))
+    while not live_pass.done():  # polled off the driver's event loop, 10 times a second
+        await asyncio.sleep(0.1)
+        count = await asyncio.to_thread(replayed, admin)
+        if first_at is None and count > base:
+            first_at = (time.monotonic(), count)
     live = await live_pass
     rate = 0.0
     if first_at is not None:
-        rate = (replayed(admin) - first_at[1]) / max(time.monotonic() - first_at[0], 1e-3)
+        rate = ((await asyncio.to_thread(replayed, admin)) - first_at[1]) / max(
+            time.monotonic() - first_at[0], 1e-3)
     still_running = bool(segment_paths(directory))
     pid = host.processes["credits"].pid
     assert pid is not None
