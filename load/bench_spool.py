@@ -47,7 +47,7 @@ from kong_credits.keys import WalletKeys
 from kong_credits.redis_server import EmbeddedRedis
 from kong_credits.spool import FsyncPolicy, Spool, SpooledRequest
 from kong_credits.spool.replay import replay_directory
-from kong_credits.spool.segments import segment_paths, spool_directory
+from kong_credits.spool.segments import prepare_directory, segment_paths, spool_directory
 
 LOAD = Path(__file__).resolve().parent
 RESULTS = LOAD / "RESULTS.md"
@@ -139,6 +139,7 @@ async def replay_under_load(host: Host, admin: redis.Redis, prefix: str, redis_u
     await started.wait()
     await asyncio.sleep(0.3)
     base = await asyncio.to_thread(replayed, admin)
+    prepare_directory(directory, redis_url)
     segment.rename(directory / segment.name)  # appears at once, as a crashed server's
     first_at = None
     while not live_pass.done():  # polled off the driver's event loop, 10 times a second

@@ -240,8 +240,8 @@ class Plugin:
         once Redis answers; a full or unwritable spool passes it unmetered (allow)."""
         spool = self._spool
         assert spool is not None
-        if not spool.append(request, max_bytes=self.config.spool_max_bytes,
-                            fsync=self._fsync):
+        if not await spool.append_durably(request, max_bytes=self.config.spool_max_bytes,
+                                          fsync=self._fsync):
             METRICS.unmetered.inc()
             self._outage.error(f"credits: Redis unavailable and the spool {spool.directory} "
                                f"is full or unwritable: passing requests unmetered "
@@ -281,8 +281,8 @@ class MeteredPlugin(Plugin):
         cost = self._reported_cost(response.get("headers") or {})
         if hold.get("spooled"):
             assert self._spool is not None
-            self._spool.append(SettledPrice(hold["id"], cost), max_bytes=0,
-                               fsync=self._fsync)
+            await self._spool.append_durably(SettledPrice(hold["id"], cost), max_bytes=0,
+                                             fsync=self._fsync)
             return
         try:
             await self.engine.settle(hold["id"], hold["wallet"], cost,

@@ -23,7 +23,12 @@ from kong_credits.pluginserver_metrics import METRICS
 from kong_credits.spool import FsyncPolicy, SettledPrice, Spool, SpooledRequest
 from kong_credits.spool.metrics import SPOOL_METRICS
 from kong_credits.spool.replay import Pace, replay_directory
-from kong_credits.spool.segments import lock_segments, segment_paths, spool_directory
+from kong_credits.spool.segments import (
+    lock_segments,
+    locked_segments,
+    segment_paths,
+    spool_directory,
+)
 
 URL = "redis://:s3cret@127.0.0.1:6399/0"
 BIG = 64 * 1024 * 1024
@@ -214,3 +219,14 @@ def test_the_background_pace_yields_to_live_traffic():
     # No live request for a second: only the share holds the replay back.
     assert pace.wait_s(16, 0.002, now=103.0) == pytest.approx(0.038)
     assert Pace(share=1.0).wait_s(16, 0.002, now=0.0) == 0.0  # the CLI: full speed
+
+
+def test_fsync_always_syncs_before_the_request_passes_off_the_event_loop(tmp_path):
+    spool = new_spool(tmp_path)
+    assert asyncio.run(spool.append_durably(request(1), max_bytes=BIG,
+                                            fsync=FsyncPolicy.ALWAYS))
+    [segment] = segment_paths(spool.directory)
+    assert segment.read_bytes().count(b"\n") == 1
+    asyncio.run(spool.seal_off_loop())  # closed: unlocked, ready for the replay
+    with locked_segments(spool.directory) as [sealed]:
+        assert sealed.lines[0][1].startswith(b'{"request_id":"req-1"')

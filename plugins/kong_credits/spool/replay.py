@@ -284,7 +284,7 @@ async def replay_spool(spool: Spool, engine: Any) -> ReplayOutcome | None:
     charge = engine.authorize_packed
     if await probe(charge):
         return None
-    spool.seal()
+    await spool.seal_off_loop()
     outcome = await replay_directory(spool.directory, charge,
                                      pace=Pace(lambda: spool.answered), pinned=spool.pinned)
     spool.replayed += outcome.replayed
@@ -307,7 +307,7 @@ async def replay_forever(registry: SpoolRegistry) -> None:
         await asyncio.sleep(INTERVAL_S)
         for spool, engine in registry:
             try:
-                spool.sync_if_due()
+                await spool.sync_if_due()
                 spool.measure()
                 if spool.writing or segment_paths(spool.directory):
                     await replay_spool(spool, engine)

@@ -10,6 +10,7 @@ to, then deleted once replayed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -95,6 +96,18 @@ class SegmentWriter:
         if self._fd is not None:
             os.fsync(self._fd)
 
+    async def sync_off_loop(self) -> None:
+        """fsync in a thread (one can take tens of ms on a busy disk, and the event loop
+        serves every request meanwhile), on a duplicate descriptor: a seal meanwhile closes
+        nothing the thread uses."""
+        if self._fd is None:
+            return
+        fd = os.dup(self._fd)
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+
     @property
     def is_open(self) -> bool:
         return self._fd is not None
@@ -105,6 +118,16 @@ class SegmentWriter:
             fd, self._fd, self.path = self._fd, None, None
             try:
                 os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    async def seal_off_loop(self) -> None:
+        """`seal` with the fsync in a thread; the lock is released when it is done (the
+        close), so no replay takes the segment before it is on disk."""
+        if self._fd is not None:
+            fd, self._fd, self.path = self._fd, None, None
+            try:
+                await asyncio.to_thread(os.fsync, fd)
             finally:
                 os.close(fd)
 

@@ -69,9 +69,22 @@ class Spool:
     def size_bytes(self) -> int:
         return self._measured + self._appended
 
+    async def append_durably(self, record: Record, *, max_bytes: int,
+                             fsync: FsyncPolicy) -> bool:
+        """`append`, then with fsync `always` wait for the disk (off the event loop)."""
+        if not self.append(record, max_bytes=max_bytes, fsync=fsync):
+            return False
+        if fsync is FsyncPolicy.ALWAYS:
+            try:
+                await self._writer.sync_off_loop()
+            except OSError as exc:
+                logger.error("credits: cannot sync the spool %s: %s", self.directory, exc)
+        return True
+
     def append(self, record: Record, *, max_bytes: int, fsync: FsyncPolicy) -> bool:
         """Write one record; False when the spool is full or cannot be written (the caller
-        falls back to on_redis_error=allow), counted as dropped.
+        falls back to on_redis_error=allow), counted as dropped. Syncs per `fsync` but for
+        `always`, which `append_durably` does off the event loop (tools call `sync`).
 
         A settled price is written even past the bound: its request is spooled already,
         and without it the request would be charged its estimate.
@@ -85,10 +98,8 @@ class Spool:
                 prepare_directory(self.directory, self.redis_url)
                 self._prepared = True
             self._writer.append(line)
-            if fsync is FsyncPolicy.ALWAYS:
-                self._writer.sync()
-            elif fsync is FsyncPolicy.INTERVAL:
-                self._unsynced = True
+            if fsync is not FsyncPolicy.NEVER:
+                self._unsynced = True  # `always`: append_durably syncs; this is the backstop
         except OSError as exc:
             SPOOL_METRICS.dropped += 1
             logger.error("credits: cannot write the spool %s: %s", self.directory, exc)
@@ -101,12 +112,12 @@ class Spool:
                            "(on_redis_error=spool)", self.where, self.directory)
         return True
 
-    def sync_if_due(self) -> None:
-        """The `interval` policy's sync, called once a second."""
+    async def sync_if_due(self) -> None:
+        """The `interval` policy's sync, called once a second, off the event loop."""
         if self._unsynced:
             self._unsynced = False
             try:
-                self._writer.sync()
+                await self._writer.sync_off_loop()
             except OSError as exc:
                 logger.error("credits: cannot sync the spool %s: %s", self.directory, exc)
 
@@ -120,9 +131,13 @@ class Spool:
 
     def seal(self) -> None:
         """Close this process's segment so that it can be replayed; later appends start a
-        new one."""
+        new one (tools and tests; the server uses `seal_off_loop`)."""
         self._unsynced = False
         self._writer.seal()
+
+    async def seal_off_loop(self) -> None:
+        self._unsynced = False
+        await self._writer.seal_off_loop()
 
 
 ReplayLoop = Callable[["SpoolRegistry"], Awaitable[None]]
