@@ -5,7 +5,7 @@ request passes, so a crash or SIGKILL of the plugin server loses nothing. What a
 power loss may lose depends on the policy: `always` syncs each line before the request
 passes (nothing lost, one fsync per spooled request), `interval` (the default) syncs once a
 second (up to a second of spooled requests lost), `never` leaves it to the kernel (up to its
-writeback delay, ~30 s on Linux).
+writeback delay, ~30 s on Linux). Syncs run in a thread: the event loop keeps serving.
 """
 
 from __future__ import annotations
