@@ -31,6 +31,15 @@ def test_unset_redis_url_comes_from_the_plugin_servers_environment(monkeypatch):
     assert parse_config({"redis_url": "redis://r:1/0"}).redis_url == "redis://r:1/0"
 
 
+def test_spool_mode_and_its_defaults():
+    config = parse_config({"on_redis_error": "spool"})
+    assert (config.on_redis_error, config.allow_on_redis_error) == ("spool", False)
+    assert (config.spool_max_bytes, config.spool_fsync) == (64 * 1024 * 1024, "interval")
+    config = parse_config(metered=True, raw={"cost_header": "X-Units", "spool_max_mb": 1,
+                                             "spool_fsync": "always"})
+    assert (config.spool_max_bytes, config.spool_fsync) == (1024 * 1024, "always")
+
+
 def test_full_config_and_kong_extra_keys():
     config = parse_config(metered=True, raw={
         "cost": 2, "cost_header": "X-Units", "rate_limit": {"second": 5, "day": 1000},
@@ -107,11 +116,14 @@ def test_record_request_is_off_by_default():
     ({"rate_limit": {"minute": 0}}, "config.rate_limit.minute: value must be greater than 0"),
     ({"rate_limit": {"week": 5}}, "config.rate_limit.week: unknown field"),
     ({"mode": "audit"}, "config.mode: expected one of: enforce, shadow"),
-    ({"on_redis_error": "retry"}, "config.on_redis_error: expected one of: deny, allow"),
+    ({"on_redis_error": "retry"}, "config.on_redis_error: expected one of: deny, allow, spool"),
     ({"cost_header": ""}, "config.cost_header: unknown field"),
     ({"rate_limit_scope": "service"},
      "config.rate_limit_scope: expected one of: route, consumer"),
     ({"redis_timeout_ms": 0}, "config.redis_timeout_ms: value should be between 1 and 60000"),
+    ({"spool_max_mb": 0}, "config.spool_max_mb: value should be between 1 and 1048576"),
+    ({"spool_max_mb": 1.5}, "config.spool_max_mb: expected an integer"),
+    ({"spool_fsync": "sometimes"}, "config.spool_fsync: expected one of: always, interval, never"),
 ])
 def test_invalid_config_is_rejected_with_the_field_and_reason(config, message):
     with pytest.raises(InvalidInput) as raised:

@@ -255,6 +255,7 @@ def _register_subcommands() -> None:
     from .plans_cli import plan_command
     from .pluginserver.command import pluginserver_command
     from .pricing.command import prices_command, render_config_command
+    from .spool.cli import spool_command
     from .usage.cli import usage_command
     from .void_cli import void_command
 
@@ -270,6 +271,7 @@ def _register_subcommands() -> None:
     main.add_command(render_config_command)
     main.add_command(prices_command)
     main.add_command(plan_command)
+    main.add_command(spool_command)
 
 
 _register_subcommands()

@@ -356,6 +356,10 @@ class AsyncEngine:
         keys, args = prepared.call(request_id, wallet, consumer, method, path)
         return Decision.from_reply(await self._run(AUTHORIZE, keys, args))
 
+    async def authorize_packed(self, keys: Sequence[str], args: Sequence[Any]) -> Decision:
+        """authorize.lua with KEYS and ARGV the caller packed (the spool's replay mode)."""
+        return Decision.from_reply(await self._run(AUTHORIZE, keys, args))
+
     async def settle(self, request_id: str, wallet: str, cost: int, *,
                      status: int | None = None,
                      details: Mapping[str, int] | None = None) -> Settlement:

@@ -8,6 +8,10 @@ every request of every instance that declares it, one more RPC each.
 `credits-metered` holds an estimate at access (1 more PDK call: kong.ctx.shared.set) and
 settles the price the upstream reports in its log phase (kong.ctx.shared.get,
 kong.log.serialize, one settle script call). A route uses one or the other.
+
+With `on_redis_error: spool`, a request Redis cannot answer passes with X-Credits-Spooled
+and is written to the plugin server's local spool (spool/), which charges it once Redis is
+back; a credits-metered one adds its settled price there from its log phase.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .names import parse_wallet
 from .pluginserver_metrics import METRICS
 from .redis_pool import ENGINES
 from .schema import parse_config, plugin_schema
+from .spool import SPOOLS, FsyncPolicy, SettledPrice, Spool, SpooledRequest
 
 __all__ = ["MeteredPlugin", "Plugin", "Schema", "priority", "version"]
 
@@ -51,6 +56,7 @@ BUDGET_REFUSALS = {
     "member_cap:month": "Monthly member cap on the parent wallet reached",
 }
 UNAVAILABLE = "Credits service unavailable"
+SPOOLED_HEADER = "X-Credits-Spooled"
 
 logger = logging.getLogger("kong_credits.plugin")
 _ADMITTED = METRICS.admitted  # bound once: the hot path only increments
@@ -109,6 +115,16 @@ def split_request_line(line: Any) -> tuple[str, str]:
     return method, target.split("?", 1)[0]
 
 
+_NOT_SENT = ("refused", "unreachable", "Connect call failed", "connect timed out")
+
+
+def _maybe_sent(exc: RedisUnavailable) -> bool:
+    """Whether the failed call may have reached Redis and run there: anything but a refused
+    or impossible connection (then nothing was sent)."""
+    text = str(exc)
+    return not any(sign in text for sign in _NOT_SENT)
+
+
 def _seconds(ms: int) -> str:
     return str(max(1, math.ceil(ms / 1000)))
 
@@ -158,6 +174,10 @@ class Plugin:
             abuse=config.abuse)
         self._outage = _Throttled()
         self._unusable_wallet = _Throttled()  # logged apart: neither hides the other
+        self._spool: Spool | None = None
+        self._fsync = FsyncPolicy(config.spool_fsync)
+        if config.on_redis_error == "spool":
+            self._spool = SPOOLS.get(config.redis_url, self.engine)
 
     async def access(self, kong: Any) -> None:
         consumer = await kong.client.get_consumer()
@@ -174,12 +194,20 @@ class Plugin:
         if config.record_request:
             method, path = split_request_line(await kong.nginx.get_var("request"))
         request_id = REQUEST_IDS.next()
+        consumer_id = str(consumer.get("id") or consumer.get("username"))
         try:
             decision = await self.engine.authorize_prepared(
-                self._authorize, request_id, wallet,
-                str(consumer.get("id") or consumer.get("username")), method, path)
+                self._authorize, request_id, wallet, consumer_id, method, path)
         except RedisUnavailable as exc:
+            if self._spool is not None:
+                return await self._spool_request(kong, exc, SpooledRequest(
+                    request_id=request_id, wallet=wallet, consumer=consumer_id,
+                    cost=config.cost, at_ms=time.time_ns() // 1_000_000,
+                    route=config.route_id, service=config.service_id, method=method,
+                    path=path, metered=self.metered, sent=_maybe_sent(exc)))
             return await self._redis_down(kong, exc)
+        if self._spool is not None:
+            self._spool.answered += 1
         if decision.admitted:
             _ADMITTED.inc()
             if self.metered:
@@ -205,6 +233,25 @@ class Plugin:
         if decision.reason in BUDGET_REFUSALS:
             body["cap"] = decision.reason
         return await kong.response.exit(402, body)
+
+    async def _spool_request(self, kong: Any, exc: RedisUnavailable,
+                             request: SpooledRequest) -> None:
+        """on_redis_error=spool: pass the request and write it to the spool, to be charged
+        once Redis answers; a full or unwritable spool passes it unmetered (allow)."""
+        spool = self._spool
+        assert spool is not None
+        if not await spool.append_durably(request, max_bytes=self.config.spool_max_bytes,
+                                          fsync=self._fsync):
+            METRICS.unmetered.inc()
+            self._outage.error(f"credits: Redis unavailable and the spool {spool.directory} "
+                               f"is full or unwritable: passing requests unmetered "
+                               f"(on_redis_error=spool): {exc}")
+            return None
+        METRICS.decision("spooled", "redis_error").inc()
+        if self.metered:
+            await kong.ctx.shared.set(HOLD_CTX_KEY, {"id": request.request_id,
+                                                     "wallet": request.wallet, "spooled": 1})
+        return await kong.response.set_header(SPOOLED_HEADER, "1")
 
     async def _redis_down(self, kong: Any, exc: RedisUnavailable) -> None:
         if self.config.allow_on_redis_error:
@@ -242,6 +289,11 @@ class MeteredPlugin(Plugin):
             breakdown = config.price.compute(entry, header_cost=header_cost,
                                              max_cost=config.max_cost)
             cost, details = breakdown.cost, breakdown.components
+        if hold.get("spooled"):
+            assert self._spool is not None
+            await self._spool.append_durably(SettledPrice(hold["id"], cost), max_bytes=0,
+                                             fsync=self._fsync)
+            return
         try:
             await self.engine.settle(hold["id"], hold["wallet"], cost,
                                      status=response.get("status"), details=details)

@@ -147,9 +147,28 @@ def plugin_schema(*, metered: bool = False) -> list[dict[str, Any]]:
                            "would be admitted, let everything through (for rolling out).",
         }},
         {"on_redis_error": {
-            "type": "string", "default": "deny", "required": True, "one_of": ["deny", "allow"],
-            "description": "When Redis is down or late: deny (503 with a JSON error) or "
-                           "allow (pass the request unmetered and log an error).",
+            "type": "string", "default": "deny", "required": True,
+            "one_of": ["deny", "allow", "spool"],
+            "description": "When Redis is down or late: deny (503 with a JSON error), "
+                           "allow (pass the request unmetered and log an error) or spool "
+                           "(pass it, write it to the plugin server's local spool and charge "
+                           "it once Redis answers again; rate limits are not checked "
+                           "meanwhile).",
+        }},
+        {"spool_max_mb": {
+            "type": "integer", "default": 64, "between": [1, 1_048_576], "required": True,
+            "description": "With on_redis_error spool: the most the spool of this Redis "
+                           "may hold on the plugin server's disk; when full, requests pass "
+                           "unmetered (as with allow) and are counted as dropped.",
+        }},
+        {"spool_fsync": {
+            "type": "string", "default": "interval", "required": True,
+            "one_of": ["always", "interval", "never"],
+            "description": "With on_redis_error spool: when spooled requests reach the disk. "
+                           "A plugin-server crash loses none either way; an OS crash or "
+                           "power loss may lose: always, none (one fsync per spooled "
+                           "request); interval, the last second; never, the kernel's "
+                           "writeback delay (~30 s).",
         }},
         {"redis_url": {
             "type": "string", "required": False, "len_min": 1, "referenceable": True,
@@ -209,6 +228,10 @@ class PluginConfig:
     abuse: AbuseDetection | None
     shadow: bool
     allow_on_redis_error: bool
+    on_redis_error: str
+    """deny, allow or spool."""
+    spool_max_bytes: int
+    spool_fsync: str
     redis_url: str
     redis_timeout_ms: int
     redis_wait_replicas: int
@@ -253,6 +276,9 @@ def parse_config(raw: dict[str, Any], *, metered: bool = False) -> PluginConfig:
         ) if abuse else None,
         shadow=config["mode"] == "shadow",
         allow_on_redis_error=config["on_redis_error"] == "allow",
+        on_redis_error=config["on_redis_error"],
+        spool_max_bytes=config["spool_max_mb"] * 1024 * 1024,
+        spool_fsync=config["spool_fsync"],
         redis_url=redis_url,
         redis_timeout_ms=config["redis_timeout_ms"],
         redis_wait_replicas=config["redis_wait_replicas"],

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from .. import __version__
 from ..errors import InvalidSetting
 from ..pluginserver_metrics import METRICS, WorkerSums, serve
+from ..spool import SPOOLS
 from .errors import PluginLoadError, PluginServerError
 from .loader import load_plugins
 from .rpc import PluginServer
@@ -196,6 +197,7 @@ def make_command(default_modules: Sequence[str] = DEFAULT_MODULES) -> click.Comm
         if not os.path.isdir(prefix):
             raise click.ClickException(f"path {prefix} doesn't exist, can't create the socket")
         workers = workers or default_workers()
+        SPOOLS.configure(prefix)  # on_redis_error=spool writes under <prefix>/credits-spool
         with contextlib.ExitStack() as cleanup:
             # --workers N: each worker publishes its counts here, the parent sums them.
             published = (cleanup.enter_context(tempfile.TemporaryDirectory(

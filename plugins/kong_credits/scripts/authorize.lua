@@ -21,7 +21,7 @@
 --   is what this caller can still spend (own wallet plus what the parent may still give it);
 --   limit is the rate limit closest to exhaustion (-1 when none); reason is "" or one of
 --   credits, cap:day, cap:month, parent_cap:day, parent_cap:month, member_cap:day,
---   member_cap:month, rate_limit, abuse_throttle.
+--   member_cap:month, rate_limit, abuse_throttle (and "overdraft" for a replay, below).
 --
 -- Guarantees: decide first, write last. A request refused by a rate limit spends no credit; a
 -- refused request takes no rate-limit capacity and appends no event (it is counted in
@@ -43,11 +43,72 @@ local abuse_factor, warmup = tonumber(ARGV[13]), tonumber(ARGV[14])
 local min_rate, throttle = tonumber(ARGV[15]), tonumber(ARGV[16])
 local alerts = KEYS[14]
 
+-- Replay modes (spool/replay.py, on_redis_error=spool): the last ARGV is "replay:<ms>" or
+-- "pin:<ms>", <ms> the time the request was served, after the limits (none are passed).
+-- A pin comes first, for a spooled request whose call may have run before Redis went away:
+-- it keeps that request's stored answer, if any, for ARGV 4 (the replay's long ttl), so that
+-- its replay, however late, finds it and charges nothing. Reply: replayed = 1 if it was kept.
+local replay_kind, replay_at = string.match(ARGV[#ARGV], '^(%l+):(%d+)$')
+if replay_kind == 'pin' then
+  return {200, 0, 0, -1, -1, 0, 0, redis.call('PEXPIRE', KEYS[12], answer_ttl), 'pinned'}
+end
+
 local stored = redis.call('GET', KEYS[12])
 if stored then
   local reply = decode_reply(stored)
   reply[8] = 1
   return reply
+end
+-- Replay ("replay:<ms>", above) of a request served while Redis was away: it was served
+-- already, so it is admitted whatever the balance, limits and caps (which count it): what
+-- the wallet and its parent cannot pay becomes the wallet's overdraft, alerted
+-- (`overdraft`). The wallet's counters use Redis's clock (ARGV 3 is 0), the event the time
+-- it was served. Its answer is kept for ARGV 4 (the replay's long ttl), so a replay resent
+-- after a crash finds it above and charges nothing.
+if replay_kind == 'replay' then
+  local own, parent, finish = open_family(ARGV[6], ARGV[12], now)
+  local from_own = math.min(cost, math.max(spendable(own), 0))
+  local from_parent = parent and math.min(cost - from_own, math.max(spendable(parent), 0)) or 0
+  local unpaid = cost - from_own - from_parent
+  if from_own > 0 then
+    burn(own, from_own)
+  end
+  if from_parent > 0 then
+    burn(parent, from_parent)
+  end
+  for _, p in ipairs(PERIODS) do
+    put(own, p.spent, num(own, p.spent) + from_own + unpaid)
+    if from_parent > 0 then
+      put(own, p.drawn, num(own, p.drawn) + from_parent)
+      put(parent, p.spent, num(parent, p.spent) + from_parent)
+    end
+  end
+  if unpaid > 0 then
+    put(own, 'overdraft', num(own, 'overdraft') + unpaid)
+    alert(alerts, request_id .. ':overdraft', 'overdraft', own, 'unpaid', fmt(unpaid),
+      'request_id', request_id)
+  end
+  if cost > 0 then
+    alert_thresholds(alerts, request_id, own)
+    if from_parent > 0 then
+      alert_thresholds(alerts, request_id, parent)
+    end
+  end
+  local event = {'event_id', request_id, 'wallet', ARGV[6], 'consumer', ARGV[7],
+    'route', ARGV[8], 'service', ARGV[9], 'method', ARGV[10], 'path', ARGV[11],
+    'cost', fmt(cost), 'timestamp', replay_at}
+  if from_parent > 0 then
+    event[#event + 1], event[#event + 2] = 'parent', ARGV[12]
+    event[#event + 1], event[#event + 2] = 'parent_cost', fmt(from_parent)
+  end
+  redis.call('XADD', KEYS[11], '*', unpack(event))
+  ledger_add(own, 'charge', request_id, -(from_own + unpaid), spendable(own))
+  if from_parent > 0 then
+    ledger_add(parent, 'charge', request_id .. '@' .. ARGV[6], -from_parent, spendable(parent))
+  end
+  local reply = {200, cost, spendable(own), -1, -1, 0, 0, 0, unpaid > 0 and 'overdraft' or ''}
+  redis.call('SET', KEYS[12], encode_reply(reply), 'PX', answer_ttl)
+  return finish(reply)
 end
 -- Hold keys are per shard: never take over a hold that another request id still owns.
 if hold_ms > 0 and redis.call('EXISTS', KEYS[13]) == 1 then

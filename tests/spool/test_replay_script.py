@@ -1,0 +1,114 @@
+"""authorize.lua's replay mode (spool/replay.py): always admitted, charged once, overdraft
+when the wallet cannot pay, the event at the time the request was served."""
+
+from __future__ import annotations
+
+import redis
+
+from kong_credits import wallets
+from kong_credits.engine import AUTHORIZE, AuthorizeRequest, Decision, Engine, run_script
+from kong_credits.keys import WalletKeys
+from kong_credits.spool.records import SpooledRequest
+from kong_credits.spool.replay import REPLAY_ANSWER_TTL_MS, replay_call
+
+SERVED_AT_MS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
+
+
+def spooled(request_id: str, wallet: str = "w", cost: int = 5, **fields: object
+            ) -> SpooledRequest:
+    return SpooledRequest(request_id=request_id, wallet=wallet, consumer="c1", cost=cost,
+                          at_ms=SERVED_AT_MS, route="r1", service="s1", **fields)
+
+
+def replay(r: redis.Redis, request: SpooledRequest, cost: int | None = None) -> Decision:
+    keys, args = replay_call(request, request.cost if cost is None else cost)
+    return Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+
+
+def events(r: redis.Redis, wallet: str) -> list[dict[str, str]]:
+    return [f for _, f in r.xrange(WalletKeys(wallet).events) if f["wallet"] == wallet]
+
+
+def test_a_replay_is_charged_once_with_its_served_time_and_its_answer_kept_a_week(r):
+    wallets.grant(r, "w", 100)
+    first = replay(r, spooled("req-1", method="GET", path="/x"))
+    again = replay(r, spooled("req-1", method="GET", path="/x"))
+    assert (first.status, first.cost, first.balance, first.replayed) == (200, 5, 95, False)
+    assert (again.status, again.replayed) == (200, True)
+    assert wallets.balance(r, "w").balance == 95
+    [event] = events(r, "w")
+    assert (event["event_id"], event["cost"], event["timestamp"], event["path"]) == (
+        "req-1", "5", str(SERVED_AT_MS), "/x")
+    ttl_ms = r.pttl(WalletKeys("w").request("req-1"))
+    assert REPLAY_ANSWER_TTL_MS - 60_000 < ttl_ms <= REPLAY_ANSWER_TTL_MS
+
+
+def test_a_replay_the_wallet_cannot_pay_is_admitted_as_overdraft_and_alerted(r):
+    wallets.grant(r, "w", 3)
+    decision = replay(r, spooled("req-1", cost=5))
+    assert (decision.status, decision.reason, decision.balance) == (200, "overdraft", -2)
+    view = wallets.balance(r, "w")
+    assert (view.balance, view.overdraft) == (-2, 2)
+    alerts = [f for _, f in r.xrange(WalletKeys("w").alerts) if f["type"] == "overdraft"]
+    assert [(a["wallet"], a["unpaid"], a["request_id"]) for a in alerts] == [("w", "2", "req-1")]
+    assert len(events(r, "w")) == 1
+    wallets.grant(r, "w", 10)  # the next grant pays the overdraft first
+    assert (wallets.balance(r, "w").balance, wallets.balance(r, "w").overdraft) == (8, 0)
+
+
+def test_a_replay_ignores_rate_limits_and_hard_caps_but_counts_against_them(r):
+    wallets.grant(r, "w", 100)
+    wallets.set_budget(r, "w", daily_cap=4)
+    assert replay(r, spooled("req-1", cost=5)).status == 200
+    view = wallets.balance(r, "w")
+    assert (view.balance, view.spent_today) == (95, 5)
+    live = Engine(r).authorize(AuthorizeRequest("live-1", "w", "c1", 1))
+    assert (live.status, live.reason) == (402, "cap:day")  # the replay counted
+
+
+def test_a_member_replay_draws_on_its_parent_then_overdraws_itself(r):
+    wallets.grant(r, "team", 4)
+    wallets.grant(r, "team/alice", 3)
+    decision = replay(r, spooled("req-1", wallet="team/alice", cost=10))
+    assert decision.status == 200
+    member, team = wallets.balance(r, "team/alice"), wallets.balance(r, "team")
+    assert (member.balance, member.overdraft, team.balance) == (-3, 3, 0)
+    [event] = events(r, "team/alice")
+    assert (event["cost"], event["parent"], event["parent_cost"]) == ("10", "team", "4")
+
+
+def test_a_free_replay_is_recorded_and_charges_nothing(r):
+    assert replay(r, spooled("req-1", cost=0)).status == 200
+    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (0, 1)
+
+
+def test_a_live_request_is_not_taken_for_a_replay(r):
+    """Only the trailing `replay:<ms>` argument switches the mode: a path of that shape
+    does not."""
+    wallets.grant(r, "w", 3)
+    refused = Engine(r).authorize(AuthorizeRequest("live-1", "w", "c1", 5, path="replay:1"))
+    assert refused.status == 402
+
+
+def test_a_pin_keeps_the_answer_of_a_call_that_ran_before_redis_went_away(r):
+    """The plugin keeps answers ~10 s; a spooled request whose call did run (a stalled
+    Redis ran it late) is pinned at once, so its replay, however late, charges nothing."""
+    wallets.grant(r, "w", 100)
+    ran = Engine(r, answer_ttl_ms=10_500).authorize(AuthorizeRequest("req-1", "w", "c1", 5))
+    assert ran.status == 200
+    answer = WalletKeys("w").request("req-1")
+    assert r.pttl(answer) <= 10_500
+    keys, args = replay_call(spooled("req-1", sent=True), 5, mode="pin")
+    pinned = Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+    assert (pinned.reason, pinned.replayed) == ("pinned", True)
+    assert r.pttl(answer) > 86_400_000
+    assert replay(r, spooled("req-1", sent=True)).replayed
+    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (95, 1)
+
+
+def test_a_pin_of_a_call_that_never_ran_keeps_nothing_and_charges_nothing(r):
+    keys, args = replay_call(spooled("req-1", sent=True), 5, mode="pin")
+    pinned = Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+    assert (pinned.reason, pinned.replayed) == ("pinned", False)
+    assert r.exists(WalletKeys("w").request("req-1")) == 0
+    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (0, 0)
