@@ -32,7 +32,7 @@ from ..usage.store import DEFAULT_USAGE_URL, USAGE_URL_ENV
 from .consumer_group import ConsumerGroup, consumer_name
 from .dlq import list_dead_letters, replay
 from .group_names import group_name
-from .loop import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions
+from .loop import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions, tune_gc
 from .metrics import ForwarderMetrics
 
 __all__ = ["dlq_command", "forwarder_command"]
@@ -238,6 +238,7 @@ def forwarder_command(kind: str, batch_size: int | None, drain: bool, group: str
             logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", metrics_host,
                                              port)
         try:
+            tune_gc()
             code = Forwarder(consumers, sink, options, metrics=metrics, stop=stop).run()
         except REDIS_ERRORS as exc:  # run() retries the rest
             raise click.ClickException(urls.unavailable(exc, redis_url)) from exc
