@@ -22,6 +22,7 @@ Figures are printed (and with --write, stored in load/RESULTS.md), never asserte
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import random
@@ -30,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from postgres_server import LocalPostgres
 
 from kong_credits.forwarder import Forwarder, ForwarderOptions
 from kong_credits.forwarder.consumer_group import ConsumerGroup
+from kong_credits.forwarder.loop import GC_THRESHOLDS, tune_gc
 from kong_credits.keys import SHARDS, event_stream
 from kong_credits.rated_event import RatedEvent
 from kong_credits.redis_server import EmbeddedRedis
@@ -59,7 +61,7 @@ class DropSink(Sink):
     """The baseline: every batch counts as delivered at once."""
 
     name = "drop"
-    max_batch = 1000
+    max_batch = 10_000
 
     def __init__(self) -> None:  # no backend, no client
         pass
@@ -132,29 +134,45 @@ def drain(redis_url: str, sink: Sink, count: int, batch_size: int,
     return count / elapsed, cpu_us, server_us
 
 
-def ingest_bench(redis_url: str, stores: dict[str, str], count: int, server_pid: int,
-                 rounds: int) -> list[str]:
-    lines = ["| sink | events | events/s (wall) | x baseline | forwarder process CPU "
-             "µs/event | PostgreSQL CPU µs/event | events per CPU-second |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+GC_SETTINGS = {"default": (700, 10, 10), "tuned": GC_THRESHOLDS}
+"""Python's own thresholds, and what `kong-credits forwarder` sets (forwarder/loop.py)."""
+
+
+def ingest_bench(redis_url: str, stores: dict[str, Callable[[], str]], count: int,
+                 server_pid: int, rounds: int, configs: Sequence[tuple[str, int]]) -> list[str]:
+    """Per round and configuration (GC thresholds, batch size): the baseline, then each
+    store, interleaved, so that the other sessions' load falls on all of them alike. Each
+    configuration fills a store of its own (`stores` makes a new one), so all grow alike
+    from round to round."""
+    urls = {(kind, config): new_store() for kind, new_store in stores.items()
+            for config in configs}
+    lines = ["| sink | GC | batch | events | events/s (wall) | x baseline | forwarder process "
+             "CPU µs/event | PostgreSQL CPU µs/event | events per CPU-second |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     print("\n".join(lines), flush=True)
     for _ in range(rounds):
-        rate, cpu_us, _ = drain(redis_url, DropSink(), count, 1000)
-        lines.append(f"| drop (baseline) | {count:,} | {rate:,.0f} | 1.00 | {cpu_us:.1f} | - | "
-                     f"{1e6 / cpu_us:,.0f} |")
-        print(lines[-1], flush=True)
-        baseline = rate
-        for kind, url in stores.items():
-            with httpx.Client() as client:
-                sink = UsageSink(client, SinkConfig(store=url))
-                try:
-                    pid = server_pid if kind == "PostgreSQL" else None
-                    rate, cpu_us, server_us = drain(redis_url, sink, count, 1000, pid)
-                finally:
-                    sink.close()
-            lines.append(f"| usage, {kind} | {count:,} | {rate:,.0f} | {rate / baseline:.2f} | "
-                         f"{cpu_us:.1f} | {server_us:.1f} | {1e6 / (cpu_us + server_us):,.0f} |")
+        for config in configs:
+            gc_name, batch = config
+            gc.set_threshold(*GC_SETTINGS[gc_name])
+            head = f"{gc_name} | {batch:,} | {count:,}"
+            rate, cpu_us, _ = drain(redis_url, DropSink(), count, batch)
+            lines.append(f"| drop (baseline) | {head} | {rate:,.0f} | 1.00 | {cpu_us:.1f} | - | "
+                         f"{1e6 / cpu_us:,.0f} |")
             print(lines[-1], flush=True)
+            baseline = rate
+            for kind in stores:
+                with httpx.Client() as client:
+                    sink = UsageSink(client, SinkConfig(store=urls[kind, config]))
+                    try:
+                        pid = server_pid if kind == "PostgreSQL" else None
+                        rate, cpu_us, server_us = drain(redis_url, sink, count, batch, pid)
+                    finally:
+                        sink.close()
+                lines.append(f"| usage, {kind} | {head} | {rate:,.0f} | {rate / baseline:.2f} "
+                             f"| {cpu_us:.1f} | {server_us:.1f} | "
+                             f"{1e6 / (cpu_us + server_us):,.0f} |")
+                print(lines[-1], flush=True)
+        gc.set_threshold(*GC_THRESHOLDS)
     return lines
 
 
@@ -229,22 +247,32 @@ def main() -> None:
                         help="events over 30 days for the query benchmark")
     parser.add_argument("--ingest-events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=2, help="ingest rounds")
+    parser.add_argument("--configs", default=f"default/1000,tuned/1000,"
+                        f"tuned/{UsageSink.default_batch}",
+                        help="GC thresholds (default: Python's; tuned: the forwarder CLI's) "
+                        "and batch size of each ingest run, compared in every round")
     parser.add_argument("--stores", default="SQLite,PostgreSQL",
                         help="which stores the query benchmark fills")
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
     args = parser.parse_args()
+    configs = [(name, int(batch)) for name, batch in
+               (config.split("/") for config in args.configs.split(","))]
+    tune_gc()  # as `kong-credits forwarder` does (for the query benchmark too)
     workdir = Path(tempfile.mkdtemp(prefix="bench-usage-"))
     postgres = LocalPostgres(fsync=True).start()
     try:
         with EmbeddedRedis() as server:
             if not args.skip_ingest:
                 print("## ingest, end to end from the streams", flush=True)
-                stores = {"SQLite": f"sqlite:///{workdir}/ingest.db",
-                          "PostgreSQL": postgres.new_database()}
+                files = itertools.count()
+                stores: dict[str, Callable[[], str]] = {
+                    "SQLite": lambda: f"sqlite:///{workdir}/ingest-{next(files)}.db",
+                    "PostgreSQL": postgres.new_database}
                 stores = {k: v for k, v in stores.items() if k in args.stores.split(",")}
                 ingest_bench(server.url, stores, args.ingest_events,
-                             postgres._process.pid, args.rounds)  # type: ignore[union-attr]
+                             postgres._process.pid,  # type: ignore[union-attr]
+                             args.rounds, configs)
         if args.skip_queries:
             return
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

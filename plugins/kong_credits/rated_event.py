@@ -19,6 +19,9 @@ what was served on credit (overage, to invoice), a computed price's components a
 measured (plans.lua, price.py)."""
 
 
+_DETAIL_NAMES = frozenset(_DETAILS)
+
+
 class MalformedEvent(InvalidInput):
     """A stream entry that is not a rated event (missing id, cost not an integer, ...)."""
 
@@ -66,13 +69,16 @@ class RatedEvent:
         missing = [name for name in _REQUIRED if not fields.get(name)]
         if missing:
             raise MalformedEvent(f"missing field(s): {', '.join(missing)}")
+        get = fields.get  # the forwarder parses every event: no per-field dicts or loops
         return cls(
             event_id=fields["event_id"], wallet=fields["wallet"],
             cost=_integer(fields, "cost"), timestamp_ms=_integer(fields, "timestamp"),
+            consumer=get("consumer", ""), route=get("route", ""), service=get("service", ""),
+            method=get("method", ""), path=get("path", ""),
             reserved=_optional_integer(fields, "reserved"),
             status=_optional_integer(fields, "status"),
-            details={name: _integer(fields, name) for name in _DETAILS if fields.get(name)},
-            **{name: fields.get(name, "") for name in _TEXT},
+            details=({name: _integer(fields, name) for name in _DETAILS if get(name)}
+                     if not _DETAIL_NAMES.isdisjoint(fields) else {}),
         )
 
     def properties(self) -> dict[str, str | int]:

@@ -67,6 +67,7 @@ def test_customers_file_maps_wallets_per_sink(redis_url: str, r: redis.Redis,
     (["--sink", "http", "--url", "http://127.0.0.1:9", "--customers", "/no/such.yaml"],
      "cannot read /no/such.yaml"),
     (["--sink", "http", "--url", "http://127.0.0.1:9", "--batch-size", "0"], "--batch-size"),
+    (["--sink", "usage", "--batch-size", "10001"], "--batch-size"),
     (["--sink", "http", "--url", "http://127.0.0.1:9", "--retain-s", "-1"], "--retain-s"),
 ])
 def test_bad_options_exit_2_and_say_why(args: list[str], message: str,

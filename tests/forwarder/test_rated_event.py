@@ -37,3 +37,19 @@ def test_malformed_entries_are_refused_with_the_field(change: dict[str, str],
 def test_rfc3339_keeps_milliseconds_in_utc() -> None:
     assert rfc3339(1_767_225_600_001) == "2026-01-01T00:00:00.001Z"
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_detail_fields_are_kept_in_their_order_and_empty_ones_are_absent() -> None:
+    assert RatedEvent.from_fields(FIELDS).details == {}
+    event = RatedEvent.from_fields({**FIELDS, "proxy_ms": "40", "overage": "3",
+                                    "parent_cost": "", "unrelated": "x"})
+    assert list(event.details.items()) == [("overage", 3), ("proxy_ms", 40)]
+    with pytest.raises(MalformedEvent, match="price_seconds must be"):
+        RatedEvent.from_fields({**FIELDS, "price_seconds": "1e3"})
+
+
+def test_missing_text_fields_are_empty() -> None:
+    bare = {name: FIELDS[name] for name in ("event_id", "wallet", "cost", "timestamp")}
+    event = RatedEvent.from_fields(bare)
+    assert (event.consumer, event.route, event.service, event.method, event.path) == (
+        "", "", "", "", "")

@@ -6,6 +6,7 @@ Register on the main group with `main.add_command(forwarder_command)` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -31,7 +32,7 @@ from ..usage.store import DEFAULT_USAGE_URL, USAGE_URL_ENV
 from .consumer_group import ConsumerGroup, consumer_name
 from .dlq import list_dead_letters, replay
 from .group_names import group_name
-from .loop import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions
+from .loop import DEFAULT_RETAIN_MS, REDIS_ERRORS, Forwarder, ForwarderOptions, tune_gc
 from .metrics import ForwarderMetrics
 
 __all__ = ["dlq_command", "forwarder_command"]
@@ -180,8 +181,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 @click.command("forwarder", context_settings={"help_option_names": ["-h", "--help"]})
 @_sink_options
-@click.option("--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True,
-              help="Events per delivery call (capped at the sink's maximum).")
+@click.option("--batch-size", type=click.IntRange(1, 10_000),
+              help="Events per delivery call, capped at the sink's maximum (default: 100; "
+              "usage: 5000).")
 @click.option("--drain", is_flag=True,
               help="Deliver everything pending, then exit 0 (1 if a batch keeps failing).")
 @click.option("--group", help="Consumer group (default forwarder:<sink>; usage: "
@@ -206,7 +208,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @_redis_url_option
-def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None,
+def forwarder_command(kind: str, batch_size: int | None, drain: bool, group: str | None,
                       consumer: str | None, claim_idle_ms: int, block_ms: int,
                       max_attempts: int, backoff_base_ms: int, backoff_max_ms: int,
                       summary_interval_s: float, retain_s: int, metrics_port: int | None,
@@ -217,14 +219,16 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     try:
         options = ForwarderOptions(
-            batch_size=batch_size, drain=drain, claim_idle_ms=claim_idle_ms, block_ms=block_ms,
-            max_attempts=max_attempts, summary_interval_s=summary_interval_s,
+            batch_size=batch_size or 100, drain=drain, claim_idle_ms=claim_idle_ms,
+            block_ms=block_ms, max_attempts=max_attempts, summary_interval_s=summary_interval_s,
             retain_ms=retain_s * 1000, sweep_holds=True,
             backoff=Backoff(backoff_base_ms / 1000, max(backoff_max_ms, backoff_base_ms) / 1000))
     except (InvalidInput, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     client = redis_client(redis_url, read_timeout_s=block_ms / 1000 + 10, cluster=cluster)
     with _sink(kind, **sink_settings) as sink, stop_on_signals() as stop:
+        if batch_size is None:
+            options = dataclasses.replace(options, batch_size=sink.default_batch)
         consumers = ConsumerGroup(client, group or group_name(kind, sink.destination),
                                   consumer or consumer_name(), per_shard=is_cluster(client))
         metrics = ForwarderMetrics(sink.name)
@@ -234,6 +238,7 @@ def forwarder_command(kind: str, batch_size: int, drain: bool, group: str | None
             logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", metrics_host,
                                              port)
         try:
+            tune_gc()
             code = Forwarder(consumers, sink, options, metrics=metrics, stop=stop).run()
         except REDIS_ERRORS as exc:  # run() retries the rest
             raise click.ClickException(urls.unavailable(exc, redis_url)) from exc

@@ -159,6 +159,8 @@ class Sink(ABC):
 
     name: ClassVar[str]
     max_batch: ClassVar[int]
+    default_batch: ClassVar[int] = 100
+    """The forwarder's --batch-size when none is given (at most max_batch)."""
     default_url: ClassVar[str | None] = None
     requires: ClassVar[tuple[str, ...]] = ()
     """SinkConfig fields that must be set (reported as the CLI options --api-key, ...)."""

@@ -198,8 +198,8 @@ class Store:
                 [_event_row(event, now_ms) for event in unique],
                 "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
             fresh = [by_id[row[0]] for row in inserted]
-            for level, table in ROLLUP_TABLES.items():
-                self._add_to_rollup(cursor, table, _rollup(fresh, _LEVEL_SECONDS[level]),
+            for level, totals in _rollups(fresh).items():
+                self._add_to_rollup(cursor, ROLLUP_TABLES[level], totals,
                                     with_month=level == "day")
         return len(fresh)
 
@@ -264,20 +264,28 @@ def _event_row(event: RatedEvent, now_ms: int) -> tuple[Any, ...]:
             event.status, now_ms)
 
 
-def _rollup(events: Sequence[RatedEvent], size_s: int) -> dict[tuple[Any, ...], list[int]]:
-    """(wallet, bucket start, consumer, route, service, method) -> [requests, credits,
-    reserved]: one upserted row per key and batch, however many events share it."""
-    totals: dict[tuple[Any, ...], list[int]] = {}
+def _rollups(events: Sequence[RatedEvent]) -> dict[str, dict[tuple[Any, ...], list[int]]]:
+    """Per level (minute, hour, day): (wallet, bucket start, consumer, route, service,
+    method) -> [requests, credits, reserved], one upserted row per key and batch however many
+    events share it; one pass over the events for the three levels."""
+    by_level: dict[str, dict[tuple[Any, ...], list[int]]] = {level: {} for level in
+                                                            _LEVEL_SECONDS}
+    levels = [(by_level[level], size_s) for level, size_s in _LEVEL_SECONDS.items()]
     for event in events:
-        start = event.timestamp_ms // 1000 // size_s * size_s
-        key = (event.wallet, start, event.consumer, event.route, event.service, event.method)
-        row = totals.get(key)
-        if row is None:
-            totals[key] = row = [0, 0, 0]
-        row[0] += 1
-        row[1] += event.cost
-        row[2] += event.reserved or 0
-    return totals
+        seconds = event.timestamp_ms // 1000
+        wallet, consumer, route = event.wallet, event.consumer, event.route
+        service, method, cost = event.service, event.method, event.cost
+        reserved = event.reserved or 0
+        for totals, size_s in levels:
+            key = (wallet, seconds - seconds % size_s, consumer, route, service, method)
+            row = totals.get(key)
+            if row is None:
+                totals[key] = [1, cost, reserved]
+            else:
+                row[0] += 1
+                row[1] += cost
+                row[2] += reserved
+    return by_level
 
 
 class SQLiteStore(Store):
