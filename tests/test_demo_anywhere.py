@@ -20,7 +20,10 @@ from waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = ROOT / "plugins" / "kong_credits" / "demo_data"
-LAUNCH = "import sys; from kong_credits.cli import main; sys.exit(main())"
+# Python leaves SIGINT ignored when it starts ignored (a job started in the background by a
+# shell without job control, as CI may run us): restore what a terminal's Ctrl-C finds.
+LAUNCH = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "from kong_credits.cli import main; sys.exit(main())")
 
 
 def test_the_demo_data_are_copies_of_the_repository_files():
