@@ -112,3 +112,14 @@ def test_a_pin_of_a_call_that_never_ran_keeps_nothing_and_charges_nothing(r):
     assert (pinned.reason, pinned.replayed) == ("pinned", False)
     assert r.exists(WalletKeys("w").request("req-1")) == 0
     assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (0, 0)
+
+
+def test_a_replay_renews_the_wallets_plan_before_charging(r):
+    from kong_credits import plans
+
+    plans.set_plan(r, "planned", allowance=50, every="day")
+    r.hset(WalletKeys("planned").state, "plan_end", 0)  # the period ended: due for renewal
+    decision = replay(r, spooled("req-1", wallet="planned", cost=5))
+    assert (decision.status, decision.reason) == (200, "")
+    view = wallets.balance(r, "planned")
+    assert (view.balance, view.overdraft) == (45, 0)

@@ -66,7 +66,7 @@ end
 -- it was served. Its answer is kept for ARGV 4 (the replay's long ttl), so a replay resent
 -- after a crash finds it above and charges nothing.
 if replay_kind == 'replay' then
-  local own, parent, finish = open_family(ARGV[6], ARGV[12], now)
+  local own, parent, finish = open_family(ARGV[6], ARGV[12], now, alerts)  -- plans renew too
   local from_own = math.min(cost, math.max(spendable(own), 0))
   local from_parent = parent and math.min(cost - from_own, math.max(spendable(parent), 0)) or 0
   local unpaid = cost - from_own - from_parent
