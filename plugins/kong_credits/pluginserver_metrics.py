@@ -22,6 +22,7 @@ import builtins
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 import weakref
@@ -133,6 +134,7 @@ class PluginServerMetrics(Collector):
             "reconnects": lanes.reconnects,
             "replica_waits": {"confirmed": WAITS.confirmed, "unconfirmed": WAITS.unconfirmed},
             "in_flight": sum(len(table) for table in list(self._tables)),
+            "spool": _spool_counts(),
         }
 
     def collect(self) -> Iterator[Metric]:
@@ -166,7 +168,8 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
     """The sum of several processes' snapshots."""
     total: Snapshot = {"decisions": [], "redis_buckets": [0] * (len(REDIS_BUCKETS) + 1),
                        "redis_sum": 0.0, "redis_errors": {}, "redirections": {},
-                       "refreshes": {}, "reconnects": 0, "replica_waits": {}, "in_flight": 0}
+                       "refreshes": {}, "reconnects": 0, "replica_waits": {}, "in_flight": 0,
+                       "spool": {}}
     decisions: dict[tuple[str, str], int] = {}
     for snap in snapshots:
         for outcome, reason, value in snap["decisions"]:
@@ -178,6 +181,11 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
         for name in ("redis_errors", "redirections", "refreshes", "replica_waits"):
             for key, value in snap[name].items():
                 total[name][key] = total[name].get(key, 0) + value
+        spool = total["spool"]
+        for key, value in snap.get("spool", {}).items():
+            # Every worker of one server sees the same spool directories: their bytes once.
+            spool[key] = max(spool.get(key, 0), value) if key == "bytes" else \
+                spool.get(key, 0) + value
     total["decisions"] = [[o, r, v] for (o, r), v in decisions.items()]
     return total
 
@@ -220,6 +228,20 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "kong_credits_events_in_flight",
         "Kong events (requests' phases) open in the plugin server.", value=snap["in_flight"])
+    yield from _spool_families(snap.get("spool", {}))
+
+
+def _spool_counts() -> dict[str, int]:
+    """The spool's counts when this process has a spool (on_redis_error=spool), else none:
+    the spool package is imported only by the plugins that use it."""
+    spool_metrics = sys.modules.get("kong_credits.spool.metrics")
+    return spool_metrics.SPOOL_METRICS.counts() if spool_metrics else {}
+
+
+def _spool_families(counts: dict[str, int]) -> Iterator[Metric]:
+    from .spool.metrics import spool_families
+
+    return spool_families(counts)
 
 
 def _labelled(name: str, documentation: str, label: str,

@@ -124,6 +124,7 @@ CREDITS_ANSWERS: dict[str, Any] = {
     "kong.client.get_consumer": {"id": "c-1", "username": "payer", "custom_id": "payer"},
     "kong.nginx.get_var": "GET /paid HTTP/1.1",
     "kong.response.set_headers": None,
+    "kong.response.set_header": None,
 }
 
 

@@ -66,3 +66,26 @@ def test_the_parent_serves_the_sum_of_its_workers_counts(start, drivers, redis_u
     wait_until(lambda: admitted(port) == 110)
     drivers.release()
     server.stop()
+
+
+def test_the_parent_sums_what_its_workers_spooled(start, drivers) -> None:  # noqa: F811
+    port = free_port()
+    server = start(2, "-m", "credits=kong_credits.plugin", "--metrics-port", str(port))
+    server.status()
+    away = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: Redis is away
+    config = json.dumps({"cost": 1, "redis_url": away, "on_redis_error": "spool"})
+    procs = [drivers.start(server.path, "--credits", config, "--events", "20")
+             for _ in range(2)]
+    results = [drivers.result(proc) for proc in procs]
+    assert [r["errors"] for r in results] == [[], []]
+    assert len({r["worker_pids"][0] for r in results}) == 2
+
+    spooled = ("kong_credits_spool_spooled_total", ())
+    wait_until(lambda: scrape(port).get(spooled) == 40)  # each worker publishes once a second
+    samples = scrape(port)
+    assert samples[("kong_credits_spool_dropped_total", ())] == 0
+    assert samples[("kong_credits_spool_bytes", ())] > 0
+    assert samples[("kong_credits_decisions_total",
+                    (("outcome", "spooled"), ("reason", "redis_error")))] == 40
+    drivers.release()
+    server.stop()
