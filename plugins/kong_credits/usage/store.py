@@ -298,7 +298,7 @@ class SQLiteStore(Store):
         self.path = os.path.abspath(path)
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                      timeout=30)
-        connection.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(connection)
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
         connection.execute(f"PRAGMA wal_autocheckpoint={_SQLITE_CHECKPOINT_PAGES}")
@@ -322,6 +322,21 @@ class SQLiteStore(Store):
 
     def _errors(self) -> tuple[type[Exception], ...]:
         return (sqlite3.Error,)
+
+
+def _switch_to_wal(connection: sqlite3.Connection, within_s: float = 30.0) -> None:
+    """PRAGMA journal_mode=WAL, retried: two processes switching a new file at once can
+    deadlock on its locks, and SQLite then answers one "database is locked" at once,
+    without waiting (its busy timeout does not apply)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class PostgresStore(Store):
