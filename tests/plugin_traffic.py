@@ -54,12 +54,16 @@ class Traffic:
                 key = order[i % len(order)]
                 i += 1
                 response = self.gateway.get(self.path, key=key)  # type: ignore[attr-defined]
-                answer = Answer(self.keys[key], response.status,
-                                response.plugin_s.get("access", 0.0), time.monotonic())
+                answer = self._answer(key, response)
                 with self._lock:
                     self.answers.append(answer)
         except BaseException as exc:  # reported by stop(): a thread must not die silently
             self.errors.append(exc)
+
+    def _answer(self, key: str, response: Any) -> Answer:
+        """What one response is recorded as (subclasses record other things)."""
+        return Answer(self.keys[key], response.status, response.plugin_s.get("access", 0.0),
+                      time.monotonic())
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:

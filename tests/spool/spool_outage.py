@@ -86,19 +86,9 @@ got that far."""
 class OutageTraffic(Traffic):
     """Traffic that records a request the plugin did not finish (host errors) as IN_DOUBT."""
 
-    def _send(self, offset: int) -> None:
-        order = list(self.keys)
-        i = offset
-        try:
-            while not self._stop.is_set():
-                key = order[i % len(order)]
-                i += 1
-                response = self.gateway.get(self.path, key=key)  # type: ignore[attr-defined]
-                status = IN_DOUBT if response.errors else response.status
-                with self._lock:
-                    self.answers.append(Answer(self.keys[key], status, 0.0, time.monotonic()))
-        except BaseException as exc:
-            self.errors.append(exc)
+    def _answer(self, key: str, response: Any) -> Answer:
+        status = IN_DOUBT if response.errors else response.status
+        return Answer(self.keys[key], status, 0.0, time.monotonic())
 
 
 def spool_config(redis_url: str, keys: dict[str, str], *, cost: int = 5,
