@@ -34,7 +34,16 @@ class GrantNotFound(CreditsError, LookupError):
 
 
 class RedisUnavailable(CreditsError):
-    """Redis did not answer (down, timed out, or refused the connection)."""
+    """Redis did not answer (down, timed out, or refused the connection).
+
+    `maybe_ran`: whether the call may have reached Redis and run there with its reply lost
+    (on_redis_error=spool pins such a request before replaying it). Only a caller that knows
+    every attempt failed to connect says False.
+    """
+
+    def __init__(self, message: str, *, maybe_ran: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_ran = maybe_ran
 
 
 class ShardsMismatch(CreditsError):

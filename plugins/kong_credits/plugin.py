@@ -115,16 +115,6 @@ def split_request_line(line: Any) -> tuple[str, str]:
     return method, target.split("?", 1)[0]
 
 
-_NOT_SENT = ("refused", "unreachable", "Connect call failed", "connect timed out")
-
-
-def _maybe_sent(exc: RedisUnavailable) -> bool:
-    """Whether the failed call may have reached Redis and run there: anything but a refused
-    or impossible connection (then nothing was sent)."""
-    text = str(exc)
-    return not any(sign in text for sign in _NOT_SENT)
-
-
 def _seconds(ms: int) -> str:
     return str(max(1, math.ceil(ms / 1000)))
 
@@ -204,10 +194,10 @@ class Plugin:
                     request_id=request_id, wallet=wallet, consumer=consumer_id,
                     cost=config.cost, at_ms=time.time_ns() // 1_000_000,
                     route=config.route_id, service=config.service_id, method=method,
-                    path=path, metered=self.metered, sent=_maybe_sent(exc)))
+                    path=path, metered=self.metered, sent=exc.maybe_ran))
             return await self._redis_down(kong, exc)
         if self._spool is not None:
-            self._spool.answered += 1
+            self._spool.note_answered()
         if decision.admitted:
             _ADMITTED.inc()
             if self.metered:

@@ -58,6 +58,7 @@ class EngineCache:
 
             async def run(script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
                 started = time.monotonic()
+                sent = False  # whether a failed attempt may have run (then the retry failed)
                 try:
                     try:
                         reply = await lane.evalsha(script, keys, args)
@@ -65,6 +66,7 @@ class EngineCache:
                         return reply
                     except (TimeoutError, ConnectionError) as exc:
                         count_error(exc)
+                        sent = may_have_run(exc)
                         # The script may have run with its reply lost. authorize and settle
                         # answer a repeated request id from what they stored, without
                         # charging twice, so asking once more is safe; a Redis that is down
@@ -79,7 +81,8 @@ class EngineCache:
                 except RedisError as exc:
                     count_error(exc)
                     # Down, late, out of memory, read-only replica: on_redis_error decides.
-                    raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                    raise RedisUnavailable(f"{type(exc).__name__}: {exc}",
+                                           maybe_ran=sent or may_have_run(exc)) from exc
                 except builtins.TimeoutError as exc:  # asyncio.timeout: the bound is spent
                     count_error(exc)
                     raise RedisUnavailable(
@@ -89,6 +92,17 @@ class EngineCache:
             engine = self._engines[key] = AsyncEngine(check_once(run, mask_url(redis_url)),
                                                       answer_ttl_ms=answer_ttl_ms(timeout_ms))
         return engine
+
+
+_NOT_SENT = ("refused", "unreachable", "Connect call failed", "connect timed out")
+"""What the lanes' ConnectionErrors say when the call never left: no connection was made."""
+
+
+def may_have_run(exc: RedisError) -> bool:
+    """Whether a failed call may have reached Redis and run there: anything but a failure
+    to connect (a lane backing off says "unreachable")."""
+    return not (isinstance(exc, ConnectionError)
+                and any(sign in str(exc) for sign in _NOT_SENT))
 
 
 def answer_ttl_ms(timeout_ms: int) -> int:

@@ -3,7 +3,12 @@ when the wallet cannot pay, the event at the time the request was served."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
+import pytest
 import redis
+from waits import wait_until
 
 from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, AuthorizeRequest, Decision, Engine, run_script
@@ -106,12 +111,64 @@ def test_a_pin_keeps_the_answer_of_a_call_that_ran_before_redis_went_away(r):
     assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (95, 1)
 
 
+def pin(r: redis.Redis, request: SpooledRequest) -> Decision:
+    keys, args = replay_call(request, request.cost, mode="pin")
+    return Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+
+
 def test_a_pin_of_a_call_that_never_ran_keeps_nothing_and_charges_nothing(r):
-    keys, args = replay_call(spooled("req-1", sent=True), 5, mode="pin")
-    pinned = Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+    wallets.grant(r, "w", 100)
+    for other in ("req-10", "req-", "REQ-1"):  # in the ledger, but not this request
+        Engine(r).authorize(AuthorizeRequest(other, "w", "c1", 1))
+    pinned = pin(r, spooled("req-1", sent=True))
     assert (pinned.reason, pinned.replayed) == ("pinned", False)
     assert r.exists(WalletKeys("w").request("req-1")) == 0
-    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (0, 0)
+    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (97, 3)
+
+
+@pytest.mark.parametrize("wallet", ["w", "team/alice"])
+def test_a_pin_after_an_outage_longer_than_the_answers_ttl_finds_the_charge_in_the_ledger(
+        r, wallet):
+    """Redis went away with the call run and its reply lost, and stayed away past the ~10 s
+    the plugin keeps answers: the pin finds the charge in the wallet's ledger (a member's
+    own ledger, though its parent paid) and keeps an answer, so the replay charges nothing."""
+    wallets.grant(r, "team", 100)
+    wallets.grant(r, "w", 100)
+    ran = Engine(r, answer_ttl_ms=1).authorize(AuthorizeRequest("req-1", wallet, "c1", 5))
+    assert ran.status == 200
+    answer = WalletKeys(wallet).request("req-1")
+    wait_until(lambda: not r.exists(answer), timeout_s=5, interval_s=0.005)
+    pinned = pin(r, spooled("req-1", wallet=wallet, sent=True))
+    assert (pinned.reason, pinned.replayed) == ("pinned", True)
+    assert r.pttl(answer) > 86_400_000
+    assert replay(r, spooled("req-1", wallet=wallet, sent=True)).replayed
+    payers = wallets.balance(r, "w").balance + wallets.balance(r, "team").balance
+    assert (payers, len(events(r, wallet))) == (195, 1)
+
+
+def test_a_pin_finds_a_hold_in_the_ledger_too(r):
+    """A credits-metered call holds rather than charges: its replay must not charge again
+    (the hold is settled at its estimate when it lapses, lapsed_holds.py)."""
+    wallets.grant(r, "w", 100)
+    held = Engine(r, answer_ttl_ms=1).authorize(
+        AuthorizeRequest("req-1", "w", "c1", 5, hold=True))
+    assert held.status == 200
+    wait_until(lambda: not r.exists(WalletKeys("w").request("req-1")), timeout_s=5,
+               interval_s=0.005)
+    assert pin(r, spooled("req-1", sent=True, metered=True)).replayed
+    assert replay(r, spooled("req-1", sent=True, metered=True)).replayed
+    assert wallets.balance(r, "w").balance == 95
+
+
+def test_a_pin_reads_the_ledger_only_from_ten_minutes_before_the_request(r):
+    """A ledger entry of that id from long before the request was served is not its call
+    (ids are unique; this bounds what the pin reads)."""
+    wallets.grant(r, "w", 100)
+    Engine(r, answer_ttl_ms=1).authorize(AuthorizeRequest("req-1", "w", "c1", 5))
+    wait_until(lambda: not r.exists(WalletKeys("w").request("req-1")), timeout_s=5,
+               interval_s=0.005)
+    later = replace(spooled("req-1", sent=True), at_ms=time.time_ns() // 1_000_000 + 700_000)
+    assert not pin(r, later).replayed
 
 
 def test_a_replay_renews_the_wallets_plan_before_charging(r):

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from kong_credits.errors import RedisUnavailable
 from kong_credits.keys import WalletKeys
 from kong_credits.pluginserver_metrics import METRICS
 from kong_credits.spool import FsyncPolicy, SettledPrice, Spool, SpooledRequest
+from kong_credits.spool import replay as replay_module
 from kong_credits.spool.metrics import SPOOL_METRICS
 from kong_credits.spool.replay import Pace, replay_directory
 from kong_credits.spool.segments import (
@@ -29,6 +31,7 @@ from kong_credits.spool.segments import (
     segment_paths,
     spool_directory,
 )
+from kong_credits.spool.store import SpoolRegistry
 
 URL = "redis://:s3cret@127.0.0.1:6399/0"
 BIG = 64 * 1024 * 1024
@@ -230,3 +233,40 @@ def test_fsync_always_syncs_before_the_request_passes_off_the_event_loop(tmp_pat
     asyncio.run(spool.seal_off_loop())  # closed: unlocked, ready for the replay
     with locked_segments(spool.directory) as [sealed]:
         assert sealed.lines[0][1].startswith(b'{"request_id":"req-1"')
+
+
+def test_the_first_live_answer_after_spooling_wakes_the_replay_once(tmp_path):
+    woken: list[int] = []
+    spool = Spool(spool_directory(tmp_path, URL), URL, lambda: woken.append(1))
+    spool.note_answered()
+    assert woken == []  # nothing spooled: nothing to hurry
+    for n in range(3):
+        spool.append(request(n), max_bytes=BIG, fsync=FsyncPolicy.NEVER)
+    for _ in range(3):
+        spool.note_answered()
+    assert (woken, spool.answered) == ([1], 4)
+    spool.append(request(4), max_bytes=BIG, fsync=FsyncPolicy.NEVER)  # Redis away again
+    spool.note_answered()
+    assert woken == [1, 1]
+    spool.seal()
+
+
+def test_a_woken_replay_runs_without_waiting_for_its_interval(tmp_path, r, monkeypatch):
+    """Redis answers a live call again: the replay (and its pins) starts at once, not at its
+    next round (here an hour away)."""
+    monkeypatch.setattr(replay_module, "INTERVAL_S", 3600.0)
+    wallets.grant(r, "w", 100)
+
+    async def main() -> None:
+        registry = SpoolRegistry()
+        registry.configure(tmp_path)
+        spool = registry.get(URL, SimpleNamespace(authorize_packed=Charges(r)))
+        await asyncio.sleep(0)  # the replay task waits for its first round
+        assert spool.append(request(1), max_bytes=BIG, fsync=FsyncPolicy.NEVER)
+        spool.note_answered()
+        async with asyncio.timeout(30):
+            while segment_paths(spool.directory) or spool.writing:
+                await asyncio.sleep(0.01)
+
+    asyncio.run(main())  # which cancels the replay task as it returns
+    assert events(r) == ["req-1"]

@@ -35,6 +35,7 @@
 local BUCKETS = 10
 local LAPSED_HOLD_KEPT_MS = 86400000  -- a hold past its deadline waits this long for a sweep
 local EWMA_ALPHA = 0.1  -- weight of the last full minute in the burn-rate baseline
+local PIN_LOOKBACK_MS = 600000  -- a pin reads ledger entries from 10 min before the request
 
 local request_id, cost = ARGV[1], tonumber(ARGV[2])
 local now = server_now_ms(ARGV[3])
@@ -46,11 +47,21 @@ local alerts = KEYS[14]
 -- Replay modes (spool/replay.py, on_redis_error=spool): the last ARGV is "replay:<ms>" or
 -- "pin:<ms>", <ms> the time the request was served, after the limits (none are passed).
 -- A pin comes first, for a spooled request whose call may have run before Redis went away:
--- it keeps that request's stored answer, if any, for ARGV 4 (the replay's long ttl), so that
--- its replay, however late, finds it and charges nothing. Reply: replayed = 1 if it was kept.
+-- it keeps that request's stored answer for ARGV 4 (the replay's long ttl), so that its
+-- replay, however late, finds it and charges nothing. An outage longer than the live
+-- answer's ttl leaves no answer: then the wallet's ledger tells whether the call ran (its
+-- last LEDGER_MAXLEN entries; the pin comes as soon as Redis answers again, before the
+-- wallet's new traffic can push the entry out), and the pin stores an answer in its stead.
+-- Reply: replayed = 1 if the request had been charged (or held).
 local replay_kind, replay_at = string.match(ARGV[#ARGV], '^(%l+):(%d+)$')
 if replay_kind == 'pin' then
-  return {200, 0, 0, -1, -1, 0, 0, redis.call('PEXPIRE', KEYS[12], answer_ttl), 'pinned'}
+  local kept = redis.call('PEXPIRE', KEYS[12], answer_ttl)
+  if kept == 0 and ledger_has(KEYS[5], request_id, tonumber(replay_at) - PIN_LOOKBACK_MS) then
+    redis.call('SET', KEYS[12], encode_reply({200, cost, 0, -1, -1, 0, 0, 0, ''}),
+      'PX', answer_ttl)
+    kept = 1
+  end
+  return {200, 0, 0, -1, -1, 0, 0, kept, 'pinned'}
 end
 
 local stored = redis.call('GET', KEYS[12])

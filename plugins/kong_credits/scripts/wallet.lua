@@ -120,6 +120,19 @@ local function ledger_add(w, kind, ref, amount, balance)
     'type', kind, 'ref', ref, 'amount', fmt(amount), 'balance', fmt(balance), 'ts', w.now_s)
 end
 
+-- Whether a ledger holds a charge or hold of `ref` in its entries since `since_ms` (newest
+-- first; the ledger keeps about LEDGER_MAXLEN entries, so this reads at most that many).
+local function ledger_has(ledger, ref, since_ms)
+  for _, entry in ipairs(redis.call('XREVRANGE', ledger, '+', fmt(math.max(since_ms, 0)))) do
+    local f = entry[2]
+    if f[1] == 'type' and (f[2] == 'charge' or f[2] == 'hold') and f[3] == 'ref'
+        and f[4] == ref then
+      return true
+    end
+  end
+  return false
+end
+
 -- Drop grants whose expiry has passed: their credits leave the balance (and the amount the
 -- used-share alerts count as granted) for good. `next_expiry` (the soonest expiry of a live
 -- grant, 0 = none) spares the look-up on every other call.

@@ -301,10 +301,11 @@ async def replay_spool(spool: Spool, engine: Any) -> ReplayOutcome | None:
 
 
 async def replay_forever(registry: SpoolRegistry) -> None:
-    """The plugin server's background task: once a second, sync (fsync policy `interval`),
-    measure, and replay every spool that holds something and whose Redis answers."""
+    """The plugin server's background task: once a second, and as soon as a live call is
+    answered after spooling, sync (fsync policy `interval`), measure, and replay every
+    spool that holds something and whose Redis answers."""
     while True:
-        await asyncio.sleep(INTERVAL_S)
+        await registry.next_round(INTERVAL_S)
         for spool, engine in registry:
             try:
                 await spool.sync_if_due()

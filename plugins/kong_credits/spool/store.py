@@ -11,6 +11,7 @@ writeback delay, ~30 s on Linux). Syncs run in a thread: the event loop keeps se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -45,7 +46,8 @@ class Spool:
     together pass the bound by what they append within that second.
     """
 
-    def __init__(self, directory: Path, redis_url: str) -> None:
+    def __init__(self, directory: Path, redis_url: str,
+                 wake_replay: Callable[[], None] = lambda: None) -> None:
         self.directory = directory
         self.redis_url = redis_url
         self.where = mask_url(redis_url)
@@ -61,9 +63,20 @@ class Spool:
         self.pinned: set[str] = set()
         """Spooled requests whose stored answers this process kept (replay.py `_pin`)."""
         self.answered = 0
-        """Live calls to this Redis answered (the plugins count them): the replay yields to
-        their rate (replay.Pace)."""
+        """Live calls to this Redis answered (`note_answered`): the replay yields to their
+        rate (replay.Pace)."""
+        self._wake_replay = wake_replay
+        self._wake_on_answer = False
         SPOOL_METRICS.watch(self)
+
+    def note_answered(self) -> None:
+        """A live call to this Redis was answered. The first after this process spooled
+        wakes the replay at once: its pins (replay.py `_pin`) read the wallets' ledgers,
+        which the wallets' live traffic, back too, starts pushing old entries out of."""
+        self.answered += 1
+        if self._wake_on_answer:
+            self._wake_on_answer = False
+            self._wake_replay()
 
     @property
     def size_bytes(self) -> int:
@@ -105,6 +118,7 @@ class Spool:
             logger.error("credits: cannot write the spool %s: %s", self.directory, exc)
             return False
         self._appended += len(line)
+        self._wake_on_answer = True
         SPOOL_METRICS.spooled += not isinstance(record, SettledPrice)
         if not self.spooling:
             self.spooling = True
@@ -156,6 +170,8 @@ class SpoolRegistry:
         self._spools: dict[str, Spool] = {}
         self._engines: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        """Set to start the replay's next round now; made with the task, on its loop."""
 
     def configure(self, prefix: str | os.PathLike[str]) -> None:
         self.prefix = os.fspath(prefix)
@@ -165,10 +181,23 @@ class SpoolRegistry:
         spool = self._spools.get(redis_url)
         if spool is None:
             spool = self._spools[redis_url] = Spool(
-                spool_directory(self.prefix, redis_url), redis_url)
+                spool_directory(self.prefix, redis_url), redis_url, self._wake_replay)
             self._engines[redis_url] = engine
         self._start_replay()
         return spool
+
+    def _wake_replay(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def next_round(self, interval_s: float) -> None:
+        """Wait `interval_s`, or less if a spool woke the replay (`Spool.note_answered`)."""
+        wake = self._wake
+        assert wake is not None, "next_round is the replay task's"
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval_s):
+                await wake.wait()
+        wake.clear()
 
     def __iter__(self) -> Iterator[tuple[Spool, Any]]:
         for url, spool in list(self._spools.items()):
@@ -183,6 +212,7 @@ class SpoolRegistry:
             return  # no event loop (a tool, a unit test): nothing replays in the background
         from .replay import replay_forever
 
+        self._wake = asyncio.Event()
         self._task = loop.create_task(replay_forever(self), name="credits-spool-replay")
 
 

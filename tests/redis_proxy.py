@@ -9,10 +9,13 @@ import threading
 
 class RedisProxy:
     """Forwards 127.0.0.1:`port` to Redis. `down()` closes every connection and stops
-    listening (clients see connection refused); `up()` listens again on the same port."""
+    listening (clients see connection refused); `up()` listens again on the same port.
+    While `replies` is False, Redis runs what clients send but its replies are dropped: a
+    call that ran with its reply lost, as when Redis dies just after running it."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
+        self.replies = True
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -55,14 +58,16 @@ class RedisProxy:
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             with self._lock:
                 self._sockets.update((client, upstream))
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+            for source, target, replies in ((client, upstream, False),
+                                            (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(source, target, replies),
+                                 daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(65536):
-                target.sendall(data)
+                if self.replies or not replies:
+                    target.sendall(data)
         except OSError:
             pass
         finally:
