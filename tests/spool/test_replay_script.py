@@ -146,6 +146,20 @@ def test_a_pin_after_an_outage_longer_than_the_answers_ttl_finds_the_charge_in_t
     assert (payers, len(events(r, wallet))) == (195, 1)
 
 
+def test_a_replay_of_a_call_that_ran_after_its_pin_finds_it_in_the_ledger(r):
+    """A stalled Redis may run a queued call after the pin looked (nothing then), and its
+    answer may expire before the replay comes: the replay looks in the ledger again. A
+    request whose call never left (not `sent`) is charged without looking."""
+    wallets.grant(r, "w", 100)
+    assert not pin(r, spooled("req-1", sent=True)).replayed
+    Engine(r, answer_ttl_ms=1).authorize(AuthorizeRequest("req-1", "w", "c1", 5))
+    wait_until(lambda: not r.exists(WalletKeys("w").request("req-1")), timeout_s=5,
+               interval_s=0.005)
+    assert replay(r, spooled("req-1", sent=True)).replayed
+    assert replay(r, spooled("req-2", sent=True)).replayed is False
+    assert (wallets.balance(r, "w").balance, len(events(r, "w"))) == (90, 2)
+
+
 def test_a_pin_finds_a_hold_in_the_ledger_too(r):
     """A credits-metered call holds rather than charges: its replay must not charge again
     (the hold is settled at its estimate when it lapses, lapsed_holds.py)."""

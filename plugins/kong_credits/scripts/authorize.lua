@@ -45,23 +45,28 @@ local min_rate, throttle = tonumber(ARGV[15]), tonumber(ARGV[16])
 local alerts = KEYS[14]
 
 -- Replay modes (spool/replay.py, on_redis_error=spool): the last ARGV is "replay:<ms>" or
--- "pin:<ms>", <ms> the time the request was served, after the limits (none are passed).
--- A pin comes first, for a spooled request whose call may have run before Redis went away:
--- it keeps that request's stored answer for ARGV 4 (the replay's long ttl), so that its
--- replay, however late, finds it and charges nothing. An outage longer than the live
--- answer's ttl leaves no answer: then the wallet's ledger tells whether the call ran (its
--- last LEDGER_MAXLEN entries; the pin comes as soon as Redis answers again, before the
--- wallet's new traffic can push the entry out), and the pin stores an answer in its stead.
--- Reply: replayed = 1 if the request had been charged (or held).
-local replay_kind, replay_at = string.match(ARGV[#ARGV], '^(%l+):(%d+)$')
-if replay_kind == 'pin' then
-  local kept = redis.call('PEXPIRE', KEYS[12], answer_ttl)
-  if kept == 0 and ledger_has(KEYS[5], request_id, tonumber(replay_at) - PIN_LOOKBACK_MS) then
-    redis.call('SET', KEYS[12], encode_reply({200, cost, 0, -1, -1, 0, 0, 0, ''}),
-      'PX', answer_ttl)
-    kept = 1
+-- "pin:<ms>", <ms> the time the request was served, after the limits (none are passed),
+-- and ":sent" if its call may have run before Redis went away (its reply lost).
+-- A pin comes first, for such a request: it keeps the request's stored answer for ARGV 4
+-- (the replay's long ttl), so that its replay, however late, finds it and charges nothing.
+-- An outage longer than the live answer's ttl leaves no answer: then the wallet's ledger
+-- tells whether the call ran (its last LEDGER_MAXLEN entries; the pin comes as soon as Redis
+-- answers again, before the wallet's new traffic pushes the entry out), and an answer is
+-- stored in its stead. A replay of such a request looks again (a stalled Redis may have run
+-- the call after the pin). Reply: replayed = 1 if the request had been charged (or held).
+local replay_kind, replay_at, replay_sent = string.match(ARGV[#ARGV], '^(%l+):(%d+)(:?%l*)$')
+local function charged_before()
+  if replay_sent ~= ':sent'
+      or not ledger_has(KEYS[5], request_id, tonumber(replay_at) - PIN_LOOKBACK_MS) then
+    return false
   end
-  return {200, 0, 0, -1, -1, 0, 0, kept, 'pinned'}
+  redis.call('SET', KEYS[12], encode_reply({200, cost, 0, -1, -1, 0, 0, 0, ''}),
+    'PX', answer_ttl)
+  return true
+end
+if replay_kind == 'pin' then
+  local kept = redis.call('PEXPIRE', KEYS[12], answer_ttl) == 1 or charged_before()
+  return {200, 0, 0, -1, -1, 0, 0, kept and 1 or 0, 'pinned'}
 end
 
 local stored = redis.call('GET', KEYS[12])
@@ -77,6 +82,9 @@ end
 -- it was served. Its answer is kept for ARGV 4 (the replay's long ttl), so a replay resent
 -- after a crash finds it above and charges nothing.
 if replay_kind == 'replay' then
+  if charged_before() then
+    return {200, cost, 0, -1, -1, 0, 0, 1, ''}
+  end
   local own, parent, finish = open_family(ARGV[6], ARGV[12], now, alerts)  -- plans renew too
   local from_own = math.min(cost, math.max(spendable(own), 0))
   local from_parent = parent and math.min(cost - from_own, math.max(spendable(parent), 0)) or 0

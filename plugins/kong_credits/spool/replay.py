@@ -64,13 +64,14 @@ PROBE = SpooledRequest("spool-probe", "spool-probe", "", 0, at_ms=1)
 def replay_call(request: SpooledRequest, cost: int, *, mode: str = "replay"
                 ) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of authorize.lua's replay mode for one spooled request (`mode` "pin":
-    only keep the answer its first call may have stored, see `_pin`)."""
+    only keep the answer its first call may have stored, see `_pin`). A request whose call
+    may have run (`sent`) is looked for in its wallet's ledger if its answer is gone."""
     keys, args = authorize_call(AuthorizeRequest(
         request_id=request.request_id, wallet=request.wallet, consumer=request.consumer,
         cost=cost, route=request.route, service=request.service, method=request.method,
         path=request.path,
     ), now_ms=0, answer_ttl_ms=REPLAY_ANSWER_TTL_MS, hold_ms=0)
-    args.append(f"{mode}:{request.at_ms}")
+    args.append(f"{mode}:{request.at_ms}:sent" if request.sent else f"{mode}:{request.at_ms}")
     return keys, args
 
 
