@@ -290,7 +290,8 @@ def admin_info(redis_url: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=6_000, help="per pass")
+    parser.add_argument("--requests", type=int, default=20_000,
+                        help="per pass: long enough (~3 s here) for the replay's 1 s rounds")
     parser.add_argument("--spooled", type=int, default=3_000,
                         help="per replay pass: enough to outlast the live pass")
     parser.add_argument("--rounds", type=int, default=3)
