@@ -1,10 +1,13 @@
-"""on_redis_error=spool when calls ran in Redis but their replies were lost, and Redis then
-stayed away longer than the plugin keeps answers (2 x redis_timeout_ms + 10 s): the spooled
-requests were charged already, and their replay must find that out from the wallets'
-ledgers (authorize.lua's pin), not charge them again."""
+"""on_redis_error=spool when calls ran in Redis but their replies were lost: Redis ran them
+and then stayed away longer than the plugin keeps answers (2 x redis_timeout_ms + 10 s), or
+a stalled Redis ran them late. The spooled requests were charged already, and their replay
+must find that out (authorize.lua's pin: the stored answer, else the wallet's ledger), not
+charge them again."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -53,3 +56,28 @@ def test_requests_that_ran_with_their_replies_lost_are_not_charged_again_after_a
     finally:
         gateway.close()
         proxy.down()
+
+
+def test_requests_a_stalled_redis_runs_late_are_charged_once(
+        funded: RestartableRedis, tmp_path: Path) -> None:
+    """SIGSTOP: calls queue in Redis's socket buffers, time out and are spooled as possibly
+    run; SIGCONT: Redis runs them (a live charge each), then answers the replay."""
+    prefix = str(tmp_path)
+    gateway = start_gateway(spool_config(funded.url, KEYS, cost=COST), prefix)
+    assert funded._process is not None
+    pid = funded._process.pid
+    try:
+        with OutageTraffic(gateway, KEYS, threads=4) as traffic:
+            traffic.wait(40, status=200)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                traffic.wait(30, status=200, after=time.monotonic())
+                sent = [p for p in spool_segments(prefix) if b'"sent":true' in p.read_bytes()]
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert sent, "no spooled request is marked as possibly run"
+            traffic.wait(40, status=200, after=time.monotonic())
+        wait_spool_empty(prefix)
+        check_charges(funded, traffic)
+    finally:
+        gateway.close()
