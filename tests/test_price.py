@@ -17,7 +17,7 @@ from kong_credits import wallets
 from kong_credits.host import Host, credits_servers
 from kong_credits.host.context import Headers, UpstreamRequest, UpstreamResponse
 from kong_credits.keys import WalletKeys
-from kong_credits.price import KB, Price
+from kong_credits.price import COMPONENTS, KB, Price
 
 
 def entry(request_size: Any = 0, response_size: Any = 0, proxy: Any = 0,
@@ -38,6 +38,12 @@ class TestFormula:
             "price_seconds": 1,  # 5 x 0.001 s -> 1
             "request_bytes": 1, "response_bytes": KB + 1, "proxy_ms": 1}
         assert breakdown.cost == 8
+
+    def test_the_components_are_the_ones_events_and_the_spool_know(self):
+        """A new component must join COMPONENTS: the spool refuses a settled price with a
+        name it does not know (spool/records.py), and the forwarder passes on only those."""
+        breakdown = Price(per_request=1).compute(entry(), header_cost=2, max_cost=10)
+        assert set(breakdown.components) == set(COMPONENTS)
 
     @pytest.mark.parametrize(("size", "per_kb", "credits"), [
         (0, 7, 0), (KB, 7, 7), (KB - 1, 7, 7), (2 * KB, 7, 14), (2 * KB + 1, 7, 15),

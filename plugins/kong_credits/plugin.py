@@ -279,14 +279,17 @@ class MeteredPlugin(Plugin):
             breakdown = config.price.compute(entry, header_cost=header_cost,
                                              max_cost=config.max_cost)
             cost, details = breakdown.cost, breakdown.components
+        status = response.get("status")
+        status = status if type(status) is int else None
         if hold.get("spooled"):
             assert self._spool is not None
-            await self._spool.append_durably(SettledPrice(hold["id"], cost), max_bytes=0,
-                                             fsync=self._fsync)
+            await self._spool.append_durably(
+                SettledPrice(hold["id"], cost, status=status, details=details), max_bytes=0,
+                fsync=self._fsync)
             return
         try:
-            await self.engine.settle(hold["id"], hold["wallet"], cost,
-                                     status=response.get("status"), details=details)
+            await self.engine.settle(hold["id"], hold["wallet"], cost, status=status,
+                                     details=details)
         except RedisUnavailable as exc:
             self._outage.error(f"credits: settle of request {hold['id']} failed; the "
                                f"forwarder settles its hold at the estimate: {exc}")

@@ -26,10 +26,13 @@ from typing import Any
 
 from .money import parse_whole_number
 
-__all__ = ["KB", "Price", "PriceBreakdown"]
+__all__ = ["COMPONENTS", "KB", "Price", "PriceBreakdown"]
 
 KB = 1024
 """Bytes per KB in the formula."""
+COMPONENTS = ("price_request", "price_request_kb", "price_response_kb", "price_seconds",
+              "price_header", "request_bytes", "response_bytes", "proxy_ms")
+"""The names of a computed price's parts and measures, as settled events carry them."""
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .errors import InvalidInput
+from .price import COMPONENTS
 
 __all__ = ["MalformedEvent", "RatedEvent", "rfc3339"]
 
 _REQUIRED = ("event_id", "wallet", "cost", "timestamp")
 _TEXT = ("consumer", "route", "service", "method", "path")
-_DETAILS = ("parent_cost", "overage", "price_request", "price_request_kb", "price_response_kb",
-            "price_seconds", "price_header", "request_bytes", "response_bytes", "proxy_ms")
+_DETAILS = ("parent_cost", "overage", *COMPONENTS)
 """Optional integer fields passed on to billing backends when present: what a parent paid,
 what was served on credit (overage, to invoice), a computed price's components and what it
 measured (plans.lua, price.py)."""

@@ -4,6 +4,7 @@ locks between processes, the size bound, and replays cut short at any point."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -18,12 +19,14 @@ from prometheus_client import generate_latest
 
 from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, Decision, run_script
-from kong_credits.errors import RedisUnavailable
+from kong_credits.errors import InvalidInput, RedisUnavailable
 from kong_credits.keys import WalletKeys
 from kong_credits.pluginserver_metrics import METRICS
+from kong_credits.rated_event import RatedEvent
 from kong_credits.spool import FsyncPolicy, SettledPrice, Spool, SpooledRequest
 from kong_credits.spool import replay as replay_module
 from kong_credits.spool.metrics import SPOOL_METRICS
+from kong_credits.spool.records import decode_line, encode_line
 from kong_credits.spool.replay import Pace, replay_directory
 from kong_credits.spool.segments import (
     lock_segments,
@@ -146,7 +149,9 @@ def test_a_metered_request_is_charged_its_settled_price_or_after_a_while_its_est
     settled = request(1, cost=10, metered=True)
     fresh = SpooledRequest("req-fresh", "w", "c", 10, metered=True,
                            at_ms=time.time_ns() // 1_000_000)
-    for record in (old, settled, SettledPrice("req-1", 3), fresh):
+    price = SettledPrice("req-1", 3, status=201,
+                         details={"price_request": 1, "price_response_kb": 2, "proxy_ms": 40})
+    for record in (old, settled, price, fresh):
         spool.append(record, max_bytes=BIG, fsync=FsyncPolicy.NEVER)
     spool.seal()
     outcome = replay(spool.directory, Charges(r))
@@ -154,8 +159,26 @@ def test_a_metered_request_is_charged_its_settled_price_or_after_a_while_its_est
     spool.append(SettledPrice("req-fresh", 4), max_bytes=BIG, fsync=FsyncPolicy.NEVER)
     spool.seal()
     assert replay(spool.directory, Charges(r)).replayed == 1
-    costs = {f["event_id"]: f["cost"] for _, f in r.xrange(WalletKeys("w").events)}
-    assert costs == {"req-old": "10", "req-1": "3", "req-fresh": "4"}
+    found = {f["event_id"]: RatedEvent.from_fields(f) for _, f in
+             r.xrange(WalletKeys("w").events)}
+    assert {id_: e.cost for id_, e in found.items()} == {"req-old": 10, "req-1": 3,
+                                                         "req-fresh": 4}
+    # As a live settle's event: the estimate held, the status, the price's parts.
+    assert (found["req-1"].reserved, found["req-1"].status, found["req-1"].details) == (
+        10, 201, {"price_request": 1, "price_response_kb": 2, "proxy_ms": 40})
+    assert (found["req-old"].reserved, found["req-old"].status) == (10, None)
+
+
+@pytest.mark.parametrize("fields", [
+    {"status": "200"}, {"status": 42}, {"details": {"cost": 0}}, {"details": {"proxy_ms": -1}},
+    {"details": {"price_request": 1.5}}, {"details": ["price_request", 1]},
+])
+def test_a_settled_price_line_with_odd_fields_is_unreadable_not_charged(fields):
+    line = encode_line(SettledPrice("req-1", 3)).replace(
+        b"}\n", b"," + json.dumps(fields)[1:].encode() + b"\n")
+    line = line.replace(b'"status":null,', b"").replace(b'"details":null,', b"")
+    with pytest.raises(InvalidInput):
+        decode_line(line)
 
 
 HOLDER = """

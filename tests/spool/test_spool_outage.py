@@ -71,8 +71,11 @@ def test_metered_requests_spooled_are_charged_the_price_their_upstream_reported(
         funded.start()
         wait_spool_empty(str(tmp_path))
         with funded.client() as client:
-            costs = sorted(int(e["cost"]) for e in wallet_events(client, "spool-w0"))
+            events = wallet_events(client, "spool-w0")
+            costs = sorted(int(e["cost"]) for e in events)
             assert costs == [0, 3, 7, 10, 12]  # no header: the estimate (10)
+            # spooled or not, each event has what a settle records
+            assert {(e["reserved"], e["status"]) for e in events} == {("10", "200")}
             assert wallets.balance(client, "spool-w0").balance == FUNDS["spool-w0"] - 32
     finally:
         gateway.close()

@@ -45,8 +45,10 @@ local min_rate, throttle = tonumber(ARGV[15]), tonumber(ARGV[16])
 local alerts = KEYS[14]
 
 -- Replay modes (spool/replay.py, on_redis_error=spool): the last ARGV is "replay:<ms>" or
--- "pin:<ms>", <ms> the time the request was served, after the limits (none are passed),
--- and ":sent" if its call may have run before Redis went away (its reply lost).
+-- "pin:<ms>", <ms> the time the request was served, after the limits (none are passed) and,
+-- for a replayed credits-metered request, the name/value pairs its event adds (reserved,
+-- status, the price's components), and ":sent" if its call may have run before Redis went
+-- away (its reply lost).
 -- A pin comes first, for such a request: it keeps the request's stored answer for ARGV 4
 -- (the replay's long ttl), so that its replay, however late, finds it and charges nothing.
 -- An outage longer than the live answer's ttl leaves no answer: then the wallet's ledger
@@ -119,6 +121,9 @@ if replay_kind == 'replay' then
   if from_parent > 0 then
     event[#event + 1], event[#event + 2] = 'parent', ARGV[12]
     event[#event + 1], event[#event + 2] = 'parent_cost', fmt(from_parent)
+  end
+  for i = 18 + 2 * tonumber(ARGV[17]), #ARGV - 1 do  -- a metered request's settle fields
+    event[#event + 1] = ARGV[i]
   end
   redis.call('XADD', KEYS[11], '*', unpack(event))
   ledger_add(own, 'charge', request_id, -(from_own + unpaid), spendable(own))

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import InvalidInput
 from ..money import parse_cost
 from ..names import parse_request_id, parse_wallet
+from ..price import COMPONENTS
 
 __all__ = ["SettledPrice", "SpooledRequest", "decode_line", "encode_line"]
 
@@ -40,10 +41,13 @@ class SpooledRequest:
 @dataclass(frozen=True, slots=True)
 class SettledPrice:
     """The price a `credits-metered` upstream reported for a spooled request (clamped to
-    max_cost by the plugin, as settle is)."""
+    max_cost by the plugin, as settle is), with what a live settle puts in the event: the
+    response's status and a computed price's components (price.py)."""
 
     request_id: str
     cost: int
+    status: int | None = None
+    details: dict[str, int] | None = None
 
 
 Record = SpooledRequest | SettledPrice
@@ -56,6 +60,21 @@ def encode_line(record: Record) -> bytes:
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
 
 
+def _check_settled(record: SettledPrice) -> None:
+    """A status is an HTTP status; details are price.py's components, whole numbers."""
+    if record.status is not None and (type(record.status) is not int
+                                      or not 100 <= record.status <= 999):
+        raise InvalidInput("status must be an HTTP status")
+    if record.details is None:
+        return
+    if not isinstance(record.details, dict):
+        raise InvalidInput("details must be a mapping")
+    for name, value in record.details.items():
+        if name not in COMPONENTS or type(value) is not int:
+            raise InvalidInput(f"detail {name!r} is not a price component with an integer")
+        parse_cost(value, name)
+
+
 def decode_line(line: bytes) -> Record:
     """The record of one line; InvalidInput for a torn or foreign line (the tail a crash cut
     short, or a file that is not ours): such a line is skipped and counted, never charged."""
@@ -64,6 +83,7 @@ def decode_line(line: bytes) -> Record:
         kind = fields.pop("kind")
         if kind == "settle":
             record: Record = SettledPrice(**fields)
+            _check_settled(record)
         elif kind == "request":
             record = SpooledRequest(**fields)
             parse_wallet(record.wallet)

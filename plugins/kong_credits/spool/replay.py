@@ -61,16 +61,24 @@ PROBE = SpooledRequest("spool-probe", "spool-probe", "", 0, at_ms=1)
 """A pin of a request that never existed: one cheap call that tells whether Redis answers."""
 
 
-def replay_call(request: SpooledRequest, cost: int, *, mode: str = "replay"
-                ) -> tuple[list[str], list[str | int]]:
+def replay_call(request: SpooledRequest, cost: int, *, mode: str = "replay",
+                price: SettledPrice | None = None) -> tuple[list[str], list[str | int]]:
     """KEYS and ARGV of authorize.lua's replay mode for one spooled request (`mode` "pin":
     only keep the answer its first call may have stored, see `_pin`). A request whose call
-    may have run (`sent`) is looked for in its wallet's ledger if its answer is gone."""
+    may have run (`sent`) is looked for in its wallet's ledger if its answer is gone. A
+    credits-metered request's event gets what a live settle's has: the estimate as
+    `reserved`, and from its `price` the status and the price's components."""
     keys, args = authorize_call(AuthorizeRequest(
         request_id=request.request_id, wallet=request.wallet, consumer=request.consumer,
         cost=cost, route=request.route, service=request.service, method=request.method,
         path=request.path,
     ), now_ms=0, answer_ttl_ms=REPLAY_ANSWER_TTL_MS, hold_ms=0)
+    if request.metered and mode == "replay":
+        args += ("reserved", request.cost)
+        if price is not None and price.status is not None:
+            args += ("status", price.status)
+        for name, value in ((price and price.details) or {}).items():
+            args += (name, value)
     args.append(f"{mode}:{request.at_ms}:sent" if request.sent else f"{mode}:{request.at_ms}")
     return keys, args
 
@@ -137,15 +145,17 @@ class ReplayOutcome:
     """Why the pass stopped early (Redis unavailable), "" if it did not."""
 
 
-Batch = list[tuple[int, SpooledRequest | None, int]]
-"""(end offset, request to charge or None for a line with nothing to charge, cost)."""
+Call = tuple[list[str], list[str | int]]
+Batch = list[tuple[int, SpooledRequest | None, Call | None]]
+"""(end offset, request to charge and its replay_call, or None for a line with nothing to
+charge)."""
 
 
 async def _charge_batch(segment: LockedSegment, batch: Batch, charge: Charge,
                         outcome: ReplayOutcome, pace: Pace, started: float) -> bool:
     """Charge a batch and advance the segment's progress over its successful prefix; False
     when a call failed."""
-    calls = [charge(*replay_call(record, cost)) for _, record, cost in batch if record]
+    calls = [charge(*call) for _, _, call in batch if call]
     results = await asyncio.gather(*calls, return_exceptions=True)
     done_offset, answers = segment.done_offset, iter(results)
     for end, record, _ in batch:
@@ -199,8 +209,8 @@ async def _pin(segments: list[LockedSegment], charge: Charge, pinned: set[str],
     return True
 
 
-def _settled_prices(segments: list[LockedSegment]) -> dict[str, int]:
-    prices: dict[str, int] = {}
+def _settled_prices(segments: list[LockedSegment]) -> dict[str, SettledPrice]:
+    prices: dict[str, SettledPrice] = {}
     for segment in segments:
         for _, line in segment.lines:
             if _SETTLE_MARK in line:
@@ -209,7 +219,7 @@ def _settled_prices(segments: list[LockedSegment]) -> dict[str, int]:
                 except InvalidInput:
                     continue
                 if isinstance(record, SettledPrice):
-                    prices[record.request_id] = record.cost
+                    prices[record.request_id] = record
     return prices
 
 
@@ -241,21 +251,23 @@ async def replay_directory(directory: Path, charge: Charge, *, pace: Pace = FULL
             started = time.monotonic()
             for end, line in segment.lines:
                 if _SETTLE_MARK in line:
-                    batch.append((end, None, 0))  # read above
+                    batch.append((end, None, None))  # read above
                     continue
                 try:
                     record = decode_line(line)
                 except InvalidInput:
                     unreadable += 1
-                    batch.append((end, None, 0))
+                    batch.append((end, None, None))
                     continue
                 assert isinstance(record, SpooledRequest)
-                if record.metered and record.request_id not in settled:
+                price = settled.get(record.request_id)
+                if record.metered and price is None:
                     if now_ms - record.at_ms < SETTLE_WAIT_MS:
                         outcome.waiting = True
                         break
                     outcome.estimated += 1
-                batch.append((end, record, settled.get(record.request_id, record.cost)))
+                cost = record.cost if price is None else price.cost
+                batch.append((end, record, replay_call(record, cost, price=price)))
                 if len(batch) >= BATCH:
                     if not await _charge_batch(segment, batch, charge, outcome, pace,
                                                started):
