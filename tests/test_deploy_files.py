@@ -118,3 +118,17 @@ def test_dockerfile_copies_files_that_exist_and_installs_the_conf():
             assert all((ROOT / s).exists() for s in sources), line
     assert "/opt/kong-credits/bin/pip install" in dockerfile
     assert "kong/kong.conf" in dockerfile
+
+
+def test_the_spool_outlives_the_kong_container():
+    """on_redis_error: spool writes under the plugin server's -p: that directory is made for
+    the kong user and is a volume, in the image and in compose."""
+    start = kong_conf()["pluginserver_credits_start_cmd"].split()
+    spool = f"{start[start.index('-p') + 1]}/credits-spool"
+    dockerfile = (ROOT / "kong" / "Dockerfile").read_text()
+    assert f"install -d -o kong -g kong -m 0700 {spool}" in dockerfile
+    assert f"VOLUME {spool}" in dockerfile
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = [v.split(":") for v in compose["services"]["kong"]["volumes"]]
+    assert [(name, path) for name, path in mounts if path == spool] == [("kong-spool", spool)]
+    assert "kong-spool" in compose["volumes"]
