@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -27,6 +31,34 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
+
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, redis_url: str) -> Iterator[Spawn]:
+    """Start `kong-credits forwarder ARGS...` processes on `redis` (the session's Redis by
+    default), with fast backoff and polling and a summary every 0.5 s; all are killed after
+    the test. Logs: tmp_path/forwarder-N.log."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, redis: str = redis_url) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"forwarder-{len(processes)}.log", "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "kong_credits.forwarder.cli", "forwarder", *args,
+                 "--backoff-base-ms", "5", "--backoff-max-ms", "50", "--block-ms", "100",
+                 "--summary-interval-s", "0.5"],
+                cwd=tmp_path, env={**os.environ, "KONG_CREDITS_REDIS_URL": redis},
+                stdout=log, stderr=subprocess.STDOUT)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.fixture

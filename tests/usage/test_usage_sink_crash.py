@@ -3,14 +3,12 @@ killed at random, two forwarders at once, a dead letter replayed; every event co
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -25,30 +23,8 @@ from kong_credits.rated_event import RatedEvent
 from kong_credits.usage import Store, open_store
 
 pytestmark = pytest.mark.integration
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, redis_url: str) -> Iterator[Spawn]:
-    """`kong-credits forwarder --sink usage ...` processes, killed after the test."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, redis: str = redis_url) -> subprocess.Popen[bytes]:
-        with open(tmp_path / f"forwarder-{len(processes)}.log", "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "kong_credits.forwarder.cli", "forwarder",
-                 "--sink", "usage", *args, "--backoff-base-ms", "5", "--backoff-max-ms", "50",
-                 "--block-ms", "100", "--summary-interval-s", "0.5"],
-                cwd=tmp_path, env={**os.environ, "KONG_CREDITS_REDIS_URL": redis},
-                stdout=log, stderr=subprocess.STDOUT)
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+Spawn = Callable[..., subprocess.Popen[bytes]]  # the `spawn` fixture (tests/conftest.py)
+USAGE = ("--sink", "usage")
 
 
 def produce(url: str, count: int, *, start: int = 0) -> dict[str, tuple[str, int]]:
@@ -117,7 +93,7 @@ def test_written_but_never_acknowledged_then_delivered_again_counts_once(
                   channels=["*"], commands=["+@all", "-xack"])
     try:
         crippled = redis_url.replace("redis://", "redis://noack:noack-pw@")
-        first = spawn("--store", usage_url, "--batch-size", "300", redis=crippled)
+        first = spawn(*USAGE, "--store", usage_url, "--batch-size", "300", redis=crippled)
         wait_until(lambda: stored(usage_url) == 300, timeout_s=60, interval_s=0.05)
         wait_until(lambda: noperm_retries(r) >= 5, timeout_s=60, interval_s=0.05)
         first.send_signal(signal.SIGKILL)
@@ -128,7 +104,7 @@ def test_written_but_never_acknowledged_then_delivered_again_counts_once(
     group = group_of(usage_url)
     assert group.startswith("forwarder:usage:") and "noack" not in group
     assert ConsumerGroup(r, group, "observer").pending() == len(produced)  # none acked
-    second = spawn("--store", usage_url, "--drain", "--claim-idle-ms", "200")
+    second = spawn(*USAGE, "--store", usage_url, "--drain", "--claim-idle-ms", "200")
     assert second.wait(timeout=60) == 0
     assert ConsumerGroup(r, group, "observer").pending() == 0
     with open_store(usage_url) as store:
@@ -140,8 +116,8 @@ def test_sigkill_at_random_moments_then_drain_counts_each_event_once(
     produced = produce(redis_url, 3000)
     rng = random.Random(15)
     for kill in range(4):
-        forwarder = spawn("--store", usage_url, "--batch-size", str(rng.choice([1, 50, 400])),
-                          "--claim-idle-ms", "200")
+        forwarder = spawn(*USAGE, "--store", usage_url,
+                          "--batch-size", str(rng.choice([1, 50, 400])), "--claim-idle-ms", "200")
         already = stored(usage_url)
         wait_until(lambda already=already: stored(usage_url) > already, timeout_s=60,
                    interval_s=0.005)
@@ -149,7 +125,7 @@ def test_sigkill_at_random_moments_then_drain_counts_each_event_once(
         forwarder.send_signal(signal.SIGKILL)
         assert forwarder.wait(timeout=10) == -signal.SIGKILL, kill
     produced |= produce(redis_url, 500, start=3000)
-    assert spawn("--store", usage_url, "--drain", "--claim-idle-ms", "200").wait(60) == 0
+    assert spawn(*USAGE, "--store", usage_url, "--drain", "--claim-idle-ms", "200").wait(60) == 0
     with open_store(usage_url) as store:
         assert_counted_once(store, produced)
 
@@ -157,7 +133,7 @@ def test_sigkill_at_random_moments_then_drain_counts_each_event_once(
 def test_two_forwarders_at_once_and_a_replayed_dead_letter_count_once(
         spawn: Spawn, usage_url: str, redis_url: str, r: redis.Redis) -> None:
     produced = produce(redis_url, 3000)
-    both = [spawn("--store", usage_url, "--batch-size", "100", "--claim-idle-ms", "100",
+    both = [spawn(*USAGE, "--store", usage_url, "--batch-size", "100", "--claim-idle-ms", "100",
                   "--drain") for _ in range(2)]
     assert [p.wait(timeout=90) for p in both] == [0, 0]
     # a dead letter of an event the store already has, replayed: delivered, not recounted
