@@ -41,25 +41,8 @@ if num(w, 'balance') + amount > tonumber(ARGV[7]) then
   return redis.error_reply('ERR wallet balance would exceed ' .. ARGV[7] .. ' credits')
 end
 
-local repay = math.min(num(w, 'overdraft'), amount)
-if repay > 0 then
-  put(w, 'overdraft', num(w, 'overdraft') - repay)
-end
-local left = amount - repay
-local seq = redis.call('HINCRBY', w.state, 'seq', 1)
-local member = format(MEMBER_FORMAT, priority, expires > 0 and expires or NO_EXPIRY, seq) .. id
-
 redis.call('HSET', grants, id, ARGV[6])
-redis.call('HSET', w.remaining, id, fmt(left))
-if left > 0 then
-  redis.call('ZADD', w.burn, 0, member)
-  if expires > 0 then
-    redis.call('ZADD', w.expiry, expires, member)
-    note_expiry(w, expires)
-  end
-  put(w, 'balance', num(w, 'balance') + left)
-end
-put(w, 'granted', num(w, 'granted') + amount)
+local left = add_grant(w, id, amount, priority, expires)
 local granted = num(w, 'granted')
 local used_pct = math.floor((granted - spendable(w)) * 100 / granted)
 if num(w, 'alerted_pct') > used_pct then

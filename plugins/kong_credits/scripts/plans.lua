@@ -89,21 +89,7 @@ local function plan_tools()
     if amount == 0 then
       return 0
     end
-    local repay = math.min(num(w, 'overdraft'), amount)
-    if repay > 0 then
-      put(w, 'overdraft', num(w, 'overdraft') - repay)
-    end
-    local left = amount - repay
-    redis.call('HSET', w.remaining, id, fmt(left))
-    if left > 0 then
-      local seq = redis.call('HINCRBY', w.state, 'seq', 1)
-      local member = format(MEMBER_FORMAT, priority, expires, seq) .. id
-      redis.call('ZADD', w.burn, 0, member)
-      redis.call('ZADD', w.expiry, expires, member)
-      note_expiry(w, expires)
-      put(w, 'balance', num(w, 'balance') + left)
-    end
-    put(w, 'granted', num(w, 'granted') + amount)
+    add_grant(w, id, amount, priority, expires)
     ledger_add(w, kind, id, amount, spendable(w))
     return amount
   end

@@ -161,6 +161,31 @@ local function note_expiry(w, expires)
   end
 end
 
+-- Credit grant `id` of `amount` to wallet w, burning at `priority`, expiring at `expires` ms
+-- (0 = never): unpaid overdraft is paid from it first, the rest joins the burn order and the
+-- balance. Returns what joined the balance. (grant.lua, and plans.lua's allowances.)
+local function add_grant(w, id, amount, priority, expires)
+  local repay = math.min(num(w, 'overdraft'), amount)
+  if repay > 0 then
+    put(w, 'overdraft', num(w, 'overdraft') - repay)
+  end
+  local left = amount - repay
+  redis.call('HSET', w.remaining, id, fmt(left))
+  if left > 0 then
+    local seq = redis.call('HINCRBY', w.state, 'seq', 1)
+    local member = format(MEMBER_FORMAT, priority, expires > 0 and expires or NO_EXPIRY, seq)
+      .. id
+    redis.call('ZADD', w.burn, 0, member)
+    if expires > 0 then
+      redis.call('ZADD', w.expiry, expires, member)
+      note_expiry(w, expires)
+    end
+    put(w, 'balance', num(w, 'balance') + left)
+  end
+  put(w, 'granted', num(w, 'granted') + amount)
+  return left
+end
+
 -- Open a wallet from 5 consecutive KEYS (state, remaining, burn, expiry, ledger) at `first`.
 -- With `alerts` (the shard's alert stream), a plan whose period ended is renewed now.
 local function open_wallet(name, first, now, alerts)
