@@ -13,8 +13,10 @@ from waits import wait_until
 from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, AuthorizeRequest, Decision, Engine, run_script
 from kong_credits.keys import WalletKeys
-from kong_credits.spool.records import SpooledRequest
+from kong_credits.money import MAX_AMOUNT
+from kong_credits.spool.records import SettledPrice, SpooledRequest
 from kong_credits.spool.replay import REPLAY_ANSWER_TTL_MS, replay_call
+from kong_credits.wallets import MAX_EXPIRY_MS
 
 SERVED_AT_MS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
 
@@ -194,3 +196,36 @@ def test_a_replay_renews_the_wallets_plan_before_charging(r):
     assert (decision.status, decision.reason) == (200, "")
     view = wallets.balance(r, "planned")
     assert (view.balance, view.overdraft) == (45, 0)
+
+
+LONGEST_ID = ("A-z_9." * 22)[:128]
+ODD_WALLET = "Ünïcødé:team/ßub 💳 a|b;c=d"  # a member wallet: separators, spaces, emoji
+
+
+@pytest.mark.parametrize("wallet", ["w", ODD_WALLET])
+def test_a_pin_and_replay_at_the_largest_values(r, wallet):
+    """The longest request id, a wallet name with Unicode and separators, the latest time a
+    spool line may carry, a cost of MAX_AMOUNT and details near 2^53: exact, charged once."""
+    wallets.grant(r, "w", MAX_AMOUNT)
+    wallets.grant(r, ODD_WALLET.split("/")[0], MAX_AMOUNT)
+    Engine(r, answer_ttl_ms=1).authorize(AuthorizeRequest(LONGEST_ID, wallet, "c1", MAX_AMOUNT))
+    wait_until(lambda: not r.exists(WalletKeys(wallet).request(LONGEST_ID)), timeout_s=5,
+               interval_s=0.005)
+    assert pin(r, spooled(LONGEST_ID, wallet=wallet, cost=MAX_AMOUNT, sent=True)).replayed
+    assert replay(r, spooled(LONGEST_ID, wallet=wallet, cost=MAX_AMOUNT, sent=True)).replayed
+    latest = replace(spooled("late", wallet=wallet, cost=MAX_AMOUNT, sent=True, metered=True),
+                     at_ms=MAX_EXPIRY_MS)
+    assert not pin(r, latest).replayed
+    details = {"response_bytes": 2**53 - 1, "proxy_ms": MAX_AMOUNT}
+    keys, args = replay_call(latest, MAX_AMOUNT,
+                             price=SettledPrice("late", MAX_AMOUNT, status=599, details=details))
+    decision = Decision.from_reply(run_script(r, AUTHORIZE, keys, args))
+    assert (decision.status, decision.reason) == (200, "overdraft")
+    assert wallets.balance(r, wallet).overdraft == MAX_AMOUNT
+    found = {e["event_id"]: e for e in events(r, wallet)}
+    assert set(found) == {LONGEST_ID, "late"}
+    assert (found["late"]["timestamp"], found["late"]["cost"], found["late"]["reserved"],
+            found["late"]["status"], found["late"]["response_bytes"],
+            found["late"]["proxy_ms"]) == (str(MAX_EXPIRY_MS), str(MAX_AMOUNT),
+                                           str(MAX_AMOUNT), "599", str(2**53 - 1),
+                                           str(MAX_AMOUNT))

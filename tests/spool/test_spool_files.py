@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -35,6 +36,7 @@ from kong_credits.spool.segments import (
     spool_directory,
 )
 from kong_credits.spool.store import SpoolRegistry
+from kong_credits.wallets import MAX_EXPIRY_MS
 
 URL = "redis://:s3cret@127.0.0.1:6399/0"
 BIG = 64 * 1024 * 1024
@@ -293,3 +295,16 @@ def test_a_woken_replay_runs_without_waiting_for_its_interval(tmp_path, r, monke
 
     asyncio.run(main())  # which cancels the replay task as it returns
     assert events(r) == ["req-1"]
+
+
+@pytest.mark.parametrize(("at_ms", "readable"), [
+    (1, True), (MAX_EXPIRY_MS, True), (MAX_EXPIRY_MS + 1, False), (2**63, False), (0, False)])
+def test_a_request_line_carries_a_time_up_to_the_year_9999(at_ms, readable):
+    """authorize.lua formats the time it reads from the line as a whole number: a time
+    past the year 9999 (corruption) is skipped and counted, never charged."""
+    line = encode_line(replace(request(1), at_ms=at_ms))
+    if readable:
+        assert decode_line(line) == replace(request(1), at_ms=at_ms)
+    else:
+        with pytest.raises(InvalidInput):
+            decode_line(line)

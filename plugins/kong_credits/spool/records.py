@@ -11,6 +11,7 @@ from ..errors import InvalidInput
 from ..money import parse_cost
 from ..names import parse_request_id, parse_wallet
 from ..price import COMPONENTS
+from ..wallets import MAX_EXPIRY_MS
 
 __all__ = ["SettledPrice", "SpooledRequest", "decode_line", "encode_line"]
 
@@ -90,8 +91,8 @@ def decode_line(line: bytes) -> Record:
             for name in ("consumer", "route", "service", "method", "path"):
                 if not isinstance(getattr(record, name), str):
                     raise InvalidInput(f"{name} must be text")
-            if type(record.at_ms) is not int or record.at_ms <= 0:
-                raise InvalidInput("at_ms must be a positive integer")
+            if type(record.at_ms) is not int or not 0 < record.at_ms <= MAX_EXPIRY_MS:
+                raise InvalidInput("at_ms must be a time in ms up to the year 9999")
         else:
             raise InvalidInput(f"unknown record kind {kind!r}")
         parse_request_id(record.request_id)
