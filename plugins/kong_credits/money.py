@@ -12,12 +12,15 @@ import re
 
 from .errors import InvalidInput
 
-__all__ = ["MAX_AMOUNT", "MAX_BALANCE", "MAX_PRIORITY", "parse_amount", "parse_cost",
-           "parse_whole_number"]
+__all__ = ["MAX_AMOUNT", "MAX_BALANCE", "MAX_EXPIRY_MS", "MAX_PRIORITY", "parse_amount",
+           "parse_cost", "parse_whole_number"]
 
 MAX_AMOUNT = 10**15
 MAX_BALANCE = 2**52
 MAX_PRIORITY = 999_999_999
+MAX_EXPIRY_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest expiry (grant.lua packs expiries in 15 digits), and
+the latest time a spooled request may carry."""
 
 
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,4000}")

@@ -15,7 +15,7 @@ from . import scripts
 from .engine import run_script
 from .errors import InvalidInput
 from .keys import WalletKeys, parent_of
-from .money import MAX_BALANCE, MAX_PRIORITY, parse_amount
+from .money import MAX_BALANCE, MAX_EXPIRY_MS, MAX_PRIORITY, parse_amount
 from .names import parse_grant_id, parse_wallet
 from .plans import last_renewal, renew_many
 from .voids import Void, void_grant
@@ -26,8 +26,6 @@ __all__ = ["DEFAULT_PRIORITY", "UNCHANGED", "Budget", "Grant", "Void", "WalletVi
 
 DEFAULT_PRIORITY = 100
 DEFAULT_THRESHOLDS = (50, 75, 90, 100)
-MAX_EXPIRY_MS = 253_402_300_799_999
-"""9999-12-31T23:59:59.999Z: the latest expiry (grant.lua packs expiries in 15 digits)."""
 EWMA_ALPHA = 0.1  # as in authorize.lua
 GRANT = scripts.load("grant")
 UNCHANGED: Any = object()

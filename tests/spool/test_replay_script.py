@@ -13,10 +13,9 @@ from waits import wait_until
 from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, AuthorizeRequest, Decision, Engine, run_script
 from kong_credits.keys import WalletKeys
-from kong_credits.money import MAX_AMOUNT
+from kong_credits.money import MAX_AMOUNT, MAX_EXPIRY_MS
 from kong_credits.spool.records import SettledPrice, SpooledRequest
 from kong_credits.spool.replay import REPLAY_ANSWER_TTL_MS, replay_call
-from kong_credits.wallets import MAX_EXPIRY_MS
 
 SERVED_AT_MS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
 

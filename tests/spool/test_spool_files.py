@@ -22,6 +22,7 @@ from kong_credits import wallets
 from kong_credits.engine import AUTHORIZE, Decision, run_script
 from kong_credits.errors import InvalidInput, RedisUnavailable
 from kong_credits.keys import WalletKeys
+from kong_credits.money import MAX_EXPIRY_MS
 from kong_credits.pluginserver_metrics import METRICS
 from kong_credits.rated_event import RatedEvent
 from kong_credits.spool import FsyncPolicy, SettledPrice, Spool, SpooledRequest
@@ -36,7 +37,6 @@ from kong_credits.spool.segments import (
     spool_directory,
 )
 from kong_credits.spool.store import SpoolRegistry
-from kong_credits.wallets import MAX_EXPIRY_MS
 
 URL = "redis://:s3cret@127.0.0.1:6399/0"
 BIG = 64 * 1024 * 1024

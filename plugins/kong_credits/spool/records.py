@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import InvalidInput
-from ..money import parse_cost
+from ..money import MAX_EXPIRY_MS, parse_cost
 from ..names import parse_request_id, parse_wallet
 from ..price import COMPONENTS
-from ..wallets import MAX_EXPIRY_MS
 
 __all__ = ["SettledPrice", "SpooledRequest", "decode_line", "encode_line"]
 
